@@ -1,0 +1,90 @@
+"""Checkpoints: one plain dict of tensors and Python values, written atomically.
+
+Contents: `G`, `D` (state dicts), `opt_G`, `opt_D` (Adam states), `step`, `epoch`, `batch`
+(the position in the data stream), `rng` (torch's CPU and CUDA states), `fixed_z` (the
+grid noise), `config` (the resolved config as a dict) and `meta` (versions, image shape).
+Everything loads with `torch.load(path, weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, from_dict
+from .errors import CheckpointError, DCGANError
+from .models import Discriminator, Generator, build_models
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write `state` to `path` atomically: a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (-> its checkpoints/last.pt)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} not found; pass a .pt file or a run directory "
+                              "that has checkpoints/last.pt")
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{str(p)!r} is not a readable checkpoint ({type(e).__name__}); "
+                              "pass a file written by `dcgan train`") from None
+    if not isinstance(ckpt, dict) or not {"G", "D", "config"} <= set(ckpt):
+        raise CheckpointError(f"{str(p)!r} is not a dcgan checkpoint (no G/D/config); "
+                              "pass a file written by `dcgan train`")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> Config:
+    try:
+        return from_dict(ckpt["config"])
+    except DCGANError as e:
+        raise CheckpointError(f"the checkpoint's config is not valid for this version: {e}") from None
+
+
+def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where: str | Path) -> None:
+    """load_state_dict with a one-line error when the architecture differs."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(
+            f"{what} in {str(where)!r} has another architecture than the config ({first[:120]}); "
+            "use the model.* and data.image_size/channels settings it was trained with"
+        ) from None
+
+
+def load_models(path: str | Path, device: str | torch.device = "cpu",
+                cfg: Config | None = None) -> tuple[Generator, Discriminator, Config, dict[str, Any]]:
+    """Rebuild G and D from a checkpoint (with its own config unless one is given)."""
+    ckpt = load_checkpoint(path)
+    cfg = cfg or checkpoint_config(ckpt)
+    G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
+    load_state(G, ckpt["G"], "G", path)
+    load_state(D, ckpt["D"], "D", path)
+    return G.to(device), D.to(device), cfg, ckpt

@@ -1,0 +1,143 @@
+"""The `dcgan` command: a thin layer over the library.
+
+Each subcommand parses its flags and calls one library function. A `DCGANError` (bad input of
+any kind) prints one line, `error: <problem>; <fix>`, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import DCGANError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a DCGAN from a YAML config",
+                       description="Train G and D. Every run gets its own directory under runs/.")
+    p.add_argument("--config", help="YAML config (see configs/); defaults are the paper's recipe")
+    p.add_argument("--run-dir", help="where to write this run (must not hold another run)")
+    p.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
+                   help="continue a run: its directory (uses checkpoints/last.pt) or a checkpoint file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.batch_size=64 (repeatable)")
+    p.add_argument("--runs-root", default="runs", help="parent of numbered run directories (default: runs)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    if args.resume and args.config:
+        raise DCGANError("--resume takes the config from the checkpoint; drop --config (use --set to change values)")
+    cfg = None if args.resume else load_config(args.config, args.overrides)
+    result = train(cfg, run_dir=args.run_dir, resume=args.resume,
+                   overrides=args.overrides if args.resume else None, runs_root=args.runs_root)
+    return 130 if result.status == "interrupted" else 0
+
+
+# --- sample ------------------------------------------------------------------------------------
+
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate images from a checkpoint",
+                       description="Generate N images: OUT ending in .png gets one grid, any other OUT "
+                                   "a folder of N image files at the model's resolution.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    p.add_argument("--num", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", required=True, help="a .png path for a grid, or a folder")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--bn-mode", choices=("eval", "train"), default="eval",
+                   help="eval (default): BN uses running statistics; train: per-batch statistics")
+    p.add_argument("--numbered", action="store_true", help="draw each sample's index on the grid")
+    p.add_argument("--save-z", metavar="FILE", help="also save the latent vectors (a .pt tensor (N, nz))")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_models
+    from .sampling import generate, noise, numbered_grid, save_folder, save_grid
+    from .train import pick_device
+
+    if args.num <= 0:
+        raise DCGANError(f"--num {args.num} must be > 0")
+    if args.batch_size <= 0:
+        raise DCGANError(f"--batch-size {args.batch_size} must be > 0")
+    device = pick_device(args.device)
+    G, _, cfg, _ = load_models(args.checkpoint, device)
+    z = noise(args.num, cfg.model.nz, cfg.model.z_dist, args.seed, device)
+    images = generate(G, z, batch_size=args.batch_size, bn_mode=args.bn_mode)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        if args.numbered:
+            from torchvision.io import write_png
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_png(numbered_grid(images), str(out))
+        else:
+            save_grid(images, out)
+        print(f"wrote a grid of {args.num} samples to {out}")
+    else:
+        save_folder(images, out)
+        print(f"wrote {args.num} images ({cfg.data.image_size}x{cfg.data.image_size}) to {out}/")
+    if args.save_z:
+        torch.save(z.cpu(), args.save_z)
+    return 0
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+# Subcommands register here; each adds its parser and sets `func`.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample]
+
+
+def _load_extra_commands() -> None:
+    """Subcommands from the other layers (evaluation, paper experiments), when present."""
+    import importlib
+
+    for module, attr in (("dcgan.metrics.cli", "add_commands"), ("dcgan.paper.cli", "add_commands")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        COMMANDS.append(getattr(mod, attr))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcgan", description="DCGAN (Radford et al. 2016), reproduced.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _load_extra_commands()
+    seen = set()
+    for add in COMMANDS:
+        if add not in seen:
+            seen.add(add)
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except DCGANError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

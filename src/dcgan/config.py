@@ -1,0 +1,283 @@
+"""Typed configuration: dataclasses are the schema, YAML files and `--set KEY=VALUE` fill them.
+
+Every value is checked once, at load time, and a bad one raises `ConfigError` naming the key,
+the value and what is allowed. The defaults are the paper's recipe (§4): batch 128, Adam with
+lr 2e-4 and beta1 0.5, z of 100 dims drawn uniformly from [-1, 1], N(0, 0.02) init.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
+IMAGE_SIZES = (16, 32, 64, 128, 256)
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"  # one of DATASETS
+    root: str = "./data"  # where torchvision datasets live / the image folder for `folder`
+    image_size: int = 64  # a power of two, 16..256; images are resized + centre-cropped to it
+    channels: int = 3  # 1 (grayscale) or 3 (RGB); images are converted as needed
+    download: bool = True  # let torchvision download the dataset when it is missing
+    split: str = "train"  # the split to train on (dataset-specific: train/test, extra for SVHN, ...)
+    lsun_classes: list[str] = field(default_factory=lambda: ["bedroom_train"])
+    subset: int = 0  # use only the first N images (0 = all); handy for smoke tests
+    in_memory: str = "auto"  # auto | always | never: decode once to a uint8 tensor cache
+    cache_dir: str = "~/.cache/dcgan"  # where decoded uint8 caches are kept
+    num_workers: int = -1  # DataLoader workers for streamed datasets (-1 = pick for the machine)
+
+
+@dataclass
+class ModelConfig:
+    nz: int = 100  # §4: z is 100-dimensional
+    ngf: int = 64  # G width: channels of G's last hidden layer (doubling towards z)
+    ndf: int = 64  # D width: channels of D's first layer (doubling towards the output)
+    kernel_size: int = 4  # 4 (PyTorch ports) or 5 (the authors' Theano code)
+    projection: str = "linear"  # linear: §3 "project and reshape"; conv: transposed conv from 1x1
+    d_head: str = "conv"  # conv: valid conv over the last 4x4 map; avgpool: the seed's GAP head
+    z_dist: str = "uniform"  # uniform in [-1, 1] (paper) or normal
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128  # §4: mini-batch SGD with batch 128
+    batch_size_scope: str = "per_rank"  # per_rank | global (with several processes)
+    epochs: int = 25
+    max_steps: int = 0  # training iterations; when > 0 it wins over epochs
+    lr_g: float = 2e-4  # §4: Adam lr 0.0002
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # §4: 0.9 oscillated, 0.5 stabilised training
+    beta2: float = 0.999
+    weight_decay: float = 0.0  # the authors' Theano code used L2 1e-5
+    d_steps: int = 1  # D updates per iteration
+    g_steps: int = 1  # G updates per iteration
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    channels_last: str = "auto"  # auto (on CUDA) | true | false
+    compile: bool = False  # torch.compile the networks
+    sync_bn: bool = False  # SyncBatchNorm across processes (default: per-rank BN, as in the paper)
+    log_every: int = 50  # steps between metric log lines (the only host syncs in the loop)
+    sample_every: int = 500  # steps between fixed-noise grids
+    checkpoint_every: int = 1000  # steps between kept checkpoints (last.pt is refreshed too)
+    num_fixed: int = 64  # fixed-noise samples in each grid
+    tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
+    progress: bool = True  # live progress bar
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # steps between evaluations during training (0 = off)
+    metrics: list[str] = field(default_factory=lambda: ["fd_clf", "coverage", "is_clf"])
+    num_samples: int = 5000  # generated images per evaluation
+    best: str = "fd_clf"  # the score that picks checkpoints/best.pt (lower is better for fd/fid/kid)
+
+
+@dataclass
+class Config:
+    name: str = "dcgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_CHOICES: dict[str, tuple] = {
+    "data.name": DATASETS,
+    "data.image_size": IMAGE_SIZES,
+    "data.channels": (1, 3),
+    "data.in_memory": ("auto", "always", "never"),
+    "model.kernel_size": (4, 5),
+    "model.projection": ("linear", "conv"),
+    "model.d_head": ("conv", "avgpool"),
+    "model.z_dist": ("uniform", "normal"),
+    "train.batch_size_scope": ("per_rank", "global"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.channels_last": ("auto", "true", "false"),
+}
+_POSITIVE = (
+    "model.nz", "model.ngf", "model.ndf", "train.batch_size", "train.d_steps", "train.g_steps",
+    "train.log_every", "train.sample_every", "train.num_fixed", "eval.num_samples",
+)
+_NON_NEGATIVE = (
+    "data.subset", "train.epochs", "train.max_steps", "train.checkpoint_every", "eval.every",
+    "train.weight_decay",
+)
+
+
+def _validate(cfg: Config) -> None:
+    flat = _flatten(cfg.to_dict())
+    for key, allowed in _CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(
+                f"{key}={flat[key]!r} is not supported; use one of {', '.join(map(str, allowed))}"
+            )
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"{key}={flat[key]!r} must be > 0")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"{key}={flat[key]!r} must be >= 0")
+    for key in ("train.lr_g", "train.lr_d"):
+        if not flat[key] > 0:
+            raise ConfigError(f"{key}={flat[key]!r} must be > 0")
+    for key in ("train.beta1", "train.beta2"):
+        if not 0 <= flat[key] < 1:
+            raise ConfigError(f"{key}={flat[key]!r} must be in [0, 1)")
+    if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
+        raise ConfigError("train.epochs and train.max_steps are both 0; set one of them > 0")
+    if cfg.data.num_workers < -1:
+        raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0, or -1 for auto")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device={dev!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check (and, for strings from the command line, convert) one value against its type."""
+    origin = typing.get_origin(typ)
+    if origin in (list,):
+        (item_t,) = typing.get_args(typ)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} must be a list of {item_t.__name__}")
+        return [_coerce(key, v, item_t) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError("union fields are not used in the schema")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r} must be a number")
+    if typ is str:
+        if isinstance(value, bool):  # YAML turns `true` into a bool; our str fields take it as text
+            return str(value).lower()
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise ConfigError(f"{key}={value!r} must be a string")
+    raise AssertionError(f"unsupported schema type {typ!r} for {key}")
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    hints = _field_types(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for k, v in updates.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            allowed = ", ".join(sorted(prefix + n for n in names))
+            raise ConfigError(f"unknown config key {key!r}; known keys here: {allowed}")
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{key} must be a mapping of its keys, got {v!r}")
+            _apply(current, v, key + ".")
+        else:
+            setattr(obj, k, _coerce(key, v, hints[k]))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `["train.batch_size=64", ...]` into a nested dict (values stay strings, typed later)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set train.batch_size=64")
+        key, value = pair.split("=", 1)
+        parts = key.strip().split(".")
+        d = nested
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise ConfigError(f"--set {pair!r}: {key!r} is not a config key")
+        d[parts[-1]] = value.strip()
+    return nested
+
+
+def from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if data:
+        if not isinstance(data, dict):
+            raise ConfigError("the config must be a YAML mapping of sections (data, model, train, eval)")
+        _apply(cfg, data)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `--set` overrides, then validate."""
+    data = None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}; fix its syntax") from None
+    return from_dict(data or {}, overrides)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,97 @@
+"""Sampling from a trained generator: batched, seeded, BN mode explicit.
+
+G is run in eval mode by default, so BatchNorm uses its running statistics and a sample
+depends only on its own z. In train mode BN normalises with the statistics of the batch
+being generated (as the training loop did), so samples change with batch composition;
+`bn_mode="train"` gives that behaviour when wanted. Running statistics are never updated
+while sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid, save_image
+
+from .data import to_uint8
+from .models import Generator, sample_z
+
+
+def noise(n: int, nz: int, dist: str, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """n latent vectors from a seeded CPU generator (identical on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    return sample_z(n, nz, dist, generator=g).to(device)
+
+
+@torch.no_grad()
+def generate(G: Generator, z: torch.Tensor, *, batch_size: int = 256, bn_mode: str = "eval") -> torch.Tensor:
+    """G(z) in batches -> float images in [-1, 1] on z's device. G's mode is restored afterwards."""
+    if bn_mode not in ("eval", "train"):
+        raise ValueError(f"bn_mode must be eval or train, got {bn_mode!r}")
+    was_training = G.training
+    saved = None
+    if bn_mode == "train":
+        # Batch statistics without touching the running averages.
+        saved = {k: v.clone() for k, v in G.state_dict().items() if "running" in k or "num_batches" in k}
+    G.train(bn_mode == "train")
+    try:
+        out = torch.cat([G(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)])
+    finally:
+        if saved is not None:
+            G.load_state_dict(saved, strict=False)
+        G.train(was_training)
+    return out
+
+
+def grid_nrow(n: int) -> int:
+    return max(1, int(math.ceil(math.sqrt(n))))
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save images in [-1, 1] (float) or uint8 as one PNG grid."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    else:
+        images = (images.detach().float().cpu() + 1) / 2
+    save_image(images.cpu(), path, nrow=nrow or grid_nrow(images.shape[0]), padding=2, pad_value=1.0)
+    return path
+
+
+def numbered_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """A uint8 (3, H, W) grid of images with its index drawn in each cell's corner."""
+    from PIL import Image, ImageDraw
+
+    u8 = images if images.dtype == torch.uint8 else to_uint8(images)
+    if u8.shape[1] == 1:
+        u8 = u8.expand(-1, 3, -1, -1)
+    nrow = nrow or grid_nrow(u8.shape[0])
+    grid = make_grid(u8.cpu(), nrow=nrow, padding=2, pad_value=255)
+    im = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    draw = ImageDraw.Draw(im)
+    size = u8.shape[-1] + 2
+    for i in range(u8.shape[0]):
+        x, y = (i % nrow) * size + 3, (i // nrow) * size + 2
+        draw.rectangle([x - 1, y, x + 6 * len(str(i)) + 1, y + 10], fill=(0, 0, 0))
+        draw.text((x, y - 1), str(i), fill=(255, 255, 0))
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+def save_folder(images: torch.Tensor, folder: str | Path, start: int = 0) -> list[Path]:
+    """Save each image as folder/{index:06d}.png at the model's resolution."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    u8 = images if images.dtype == torch.uint8 else to_uint8(images)
+    paths = []
+    for i, img in enumerate(u8.cpu()):
+        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+        p = folder / f"{start + i:06d}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths

@@ -1,0 +1,491 @@
+"""The training loop: one top-to-bottom function over a single step counter.
+
+A run directory explains itself:
+    config.yaml          the resolved config (defaults <- YAML <- --set)
+    metrics.jsonl        one JSON line per log step ("kind": "train"), evaluation ("eval"), resume
+    samples/real.png     a grid of training images
+    samples/fake-NNNNNNN.png  the fixed-noise grid every train.sample_every steps
+    curves.png           losses and D outputs against step
+    checkpoints/last.pt  the newest state; step-NNNNNNN.pt every train.checkpoint_every steps;
+                         best.pt for the best evaluation score (when eval.every > 0)
+
+All randomness is a function of (seed, epoch, step, rank): data order per epoch, noise per
+step, so a resumed run continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from . import distributed as dist_utils
+from .checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    load_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .config import Config, from_dict, save_config
+from .data import Batches, to_model_range
+from .errors import DCGANError
+from .gan import STAT_NAMES, DPair, GANStep
+from .models import build_models
+from .sampling import generate, noise, save_grid
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(DCGANError):
+    """A loss became NaN or infinite."""
+
+
+# --- devices and run directories ---------------------------------------------------------------
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: CUDA, then Apple's MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DCGANError(f"train.device={name!r} but CUDA is not available here; use train.device=auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DCGANError(f"train.device={name!r} but MPS is not available here; use train.device=auto or cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists() for n in ("config.yaml", "checkpoints", "metrics.jsonl"))
+
+
+def new_run_dir(base: str | Path, name: str) -> Path:
+    """runs/<name>-NNN with the next free number, claimed atomically."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{name}-*") if p.name.rsplit("-", 1)[1].isdigit()]
+    n = max(taken, default=0) + 1
+    while True:
+        path = base / f"{name}-{n:03d}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+@dataclass
+class RunPlan:
+    cfg: Config
+    run_dir: Path
+    resume_ckpt: dict[str, Any] | None
+    resumed_from: Path | None
+
+
+def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
+             overrides: list[str] | None = None, runs_root: str | Path = "runs",
+             create: bool = True) -> RunPlan:
+    """Decide the config and run directory; never reuse a directory that holds another run.
+
+    Resuming `<run>/checkpoints/last.pt` (or `<run>`) continues in `<run>`. Resuming any other
+    checkpoint (an older step) starts a new numbered run from it, so the later checkpoints of
+    the original run are never overwritten. `overrides` apply on top of the checkpoint's config.
+    """
+    if resume is not None:
+        path = resolve_checkpoint(resume)
+        ckpt = load_checkpoint(path)
+        saved = checkpoint_config(ckpt).to_dict()
+        cfg = from_dict(saved, overrides)
+        origin = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if run_dir is not None and Path(run_dir).resolve() != origin.resolve():
+            target = Path(run_dir)
+            if holds_run(target):
+                raise DCGANError(f"run directory {str(target)!r} already holds a run; choose an empty --run-dir")
+        elif path.name == "last.pt" and path.parent.name == "checkpoints":
+            target = origin
+        else:
+            target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
+        return RunPlan(cfg, target, ckpt, path)
+    assert cfg is not None
+    if run_dir is not None:
+        target = Path(run_dir)
+        if holds_run(target):
+            raise DCGANError(f"run directory {str(target)!r} already holds a run; pass --resume {target} to "
+                             "continue it, or choose another --run-dir")
+    else:
+        target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
+    return RunPlan(cfg, target, None, None)
+
+
+# --- logging -----------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl (and TensorBoard when asked); rank 0 only."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None) -> None:
+        self.path = path
+        self.tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise DCGANError("train.tensorboard=true needs the tensorboard package; "
+                                 "run `pip install tensorboard` or set train.tensorboard=false") from None
+            self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: str | Path, kind: str = "train") -> list[dict[str, Any]]:
+    """The records of one kind, the latest per step (a resumed run may repeat steps)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    p = Path(path)
+    if not p.is_file():
+        return []
+    for line in p.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if rec.get("kind") == kind:
+            by_step[rec["step"]] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_curves(metrics_path: Path, out: Path) -> Path | None:
+    """Losses and D's outputs against step, as one PNG."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
+    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
+    ax1.set_xlabel("step")
+    ax1.set_title("losses (BCE, mean over each log window)")
+    ax1.legend()
+    ax2.plot(steps, [r["d_real"] for r in rows], label="D(x)")
+    ax2.plot(steps, [r["d_fake"] for r in rows], label="D(G(z)) before D step")
+    ax2.plot(steps, [r["d_fake_after"] for r in rows], label="D(G(z)) after D step")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("step")
+    ax2.set_title("discriminator outputs")
+    ax2.legend()
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+class StopFlag:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step boundary and save."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))  # a second press stops hard
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    status: str  # "done" | "interrupted"
+    last_checkpoint: Path | None
+
+
+def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
+          overrides: list[str] | None = None, runs_root: str | Path = "runs") -> TrainResult:
+    """Train a DCGAN as `cfg` says; returns where everything went."""
+    # Resolve the process group, device and run directory.
+    info = dist_utils.from_env()
+    if cfg is None and resume is None:
+        cfg = Config()
+    plan = plan_run(cfg, run_dir=run_dir, resume=resume, overrides=overrides, runs_root=runs_root,
+                    create=info.is_main)
+    cfg = plan.cfg
+    device = pick_device(cfg.train.device, info.local_rank)
+    dist_utils.init_process_group(info, device)
+    try:
+        return _train(cfg, plan, info, device)
+    finally:
+        dist_utils.destroy()
+
+
+def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
+    tc, mc = cfg.train, cfg.model
+    run_dir = plan.run_dir
+    if info.enabled:  # every rank must agree on the directory rank 0 picked
+        obj = [str(run_dir)]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        run_dir = Path(obj[0])
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(tc.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 unless precision says otherwise
+        torch.backends.cudnn.allow_tf32 = False
+
+    # Load training set.
+    per_rank_batch = tc.batch_size
+    if tc.batch_size_scope == "global":
+        if tc.batch_size % info.world:
+            raise DCGANError(f"train.batch_size={tc.batch_size} (global) is not divisible by {info.world} "
+                             "processes; pick a multiple of the process count")
+        per_rank_batch = tc.batch_size // info.world
+    batches = Batches(cfg.data, per_rank_batch, tc.seed, device, info.rank, info.world)
+    iters_per_epoch = batches.steps_per_epoch // tc.d_steps
+    if iters_per_epoch == 0:
+        raise DCGANError(f"one epoch has {batches.steps_per_epoch} batches, fewer than train.d_steps={tc.d_steps}")
+    total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * iters_per_epoch
+
+    # Construct networks and optimisers (§4: Adam, lr 2e-4, beta1 0.5).
+    G, D = build_models(mc, cfg.data.image_size, cfg.data.channels)
+    channels_last = tc.channels_last == "true" or (tc.channels_last == "auto" and device.type == "cuda")
+    mem_format = torch.channels_last if channels_last else torch.contiguous_format
+    G.to(device, memory_format=mem_format)
+    D.to(device, memory_format=mem_format)
+    adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
+                   **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    opt_G, opt_D = adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d)
+
+    # Restore the checkpoint, if resuming.
+    step, epoch, batch_in_epoch = 0, 0, 0
+    fixed_z = noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed)
+    if plan.resume_ckpt is not None:
+        ck = plan.resume_ckpt
+        load_state(G, ck["G"], "G", plan.resumed_from)
+        load_state(D, ck["D"], "D", plan.resumed_from)
+        opt_G.load_state_dict(ck["opt_G"])
+        opt_D.load_state_dict(ck["opt_D"])
+        step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch"]
+        fixed_z = ck["fixed_z"]
+        torch.set_rng_state(ck["rng"]["cpu"])
+        if info.is_main:
+            print(f"resuming from {plan.resumed_from} at step {step}", file=sys.stderr)
+    fixed_z = fixed_z.to(device)
+
+    # Wrap for several processes, precision and compilation.
+    G_train, D_pair = G, DPair(D)
+    if tc.sync_bn and info.enabled:
+        G_train = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D_pair = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D_pair)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, D_pair = DDP(G_train, device_ids=ids), DDP(D_pair, device_ids=ids)
+    if tc.compile:
+        G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+    autocast = (partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext)
+    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
+
+    def to_input(x: torch.Tensor) -> torch.Tensor:
+        return to_model_range(x).contiguous(memory_format=mem_format)
+
+    step_fn = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=opt_G, opt_D=opt_D, nz=mc.nz,
+                      z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
+                      scaler=scaler, to_input=to_input)
+    noise_gen = torch.Generator(device=device)
+
+    # Outputs: only rank 0 writes.
+    metrics = evaluator = None
+    if info.is_main:
+        metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir / "tb" if tc.tensorboard else None)
+        if plan.resume_ckpt is not None:
+            metrics.write({"kind": "resume", "step": step, "from": str(plan.resumed_from)})
+        else:
+            save_grid(batches.sample(tc.num_fixed), run_dir / "samples" / "real.png")
+        if cfg.eval.every > 0:
+            from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
+
+            evaluator = build_evaluator(cfg, device)
+    best = plan.resume_ckpt.get("best") if plan.resume_ckpt else None
+
+    position = {"epoch": epoch, "batch": batch_in_epoch}
+
+    def stream() -> Iterator[torch.Tensor]:
+        """Real batches across epoch boundaries, tracking the position for checkpoints."""
+        while True:
+            for batch in batches.epoch(position["epoch"], position["batch"]):
+                position["batch"] += 1
+                yield batch
+            position["epoch"] += 1
+            position["batch"] = 0
+
+    def state() -> dict[str, Any]:
+        return {
+            "G": G.state_dict(), "D": D.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "step": step, "epoch": position["epoch"], "batch": position["batch"],
+            "rng": {"cpu": torch.get_rng_state()}, "fixed_z": fixed_z.cpu(),
+            "config": cfg.to_dict(), "best": best,
+            "meta": {"version": __version__, "torch": torch.__version__, "world": info.world,
+                     "image_size": cfg.data.image_size, "channels": cfg.data.channels},
+        }
+
+    def save(kind: str) -> Path | None:
+        if not info.is_main:
+            return None
+        ckdir = run_dir / "checkpoints"
+        s = state()
+        if kind == "periodic":
+            save_checkpoint(s, ckdir / f"step-{step:07d}.pt")
+        if kind == "best":
+            return save_checkpoint(s, ckdir / "best.pt")
+        path = save_checkpoint(s, ckdir / "last.pt")
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        return path
+
+    def sample_grid() -> None:
+        if info.is_main:
+            save_grid(generate(G, fixed_z), run_dir / "samples" / f"fake-{step:07d}.png")
+
+    window: list[torch.Tensor] = []
+    window_start = [time.perf_counter(), step]
+
+    def flush_log() -> dict[str, float] | None:
+        """Read the window's stats (the loop's only host sync), check them, log their mean."""
+        if not window:
+            return None
+        stats = torch.stack(window).float().cpu()
+        window.clear()
+        if not torch.isfinite(stats).all():
+            last = run_dir / "checkpoints" / "last.pt"
+            keep = (f"the last good checkpoint is {last}; resume it with --resume {run_dir} and a lower "
+                    "train.lr_d/lr_g or train.precision=fp32") if last.is_file() else \
+                "no checkpoint was saved yet; lower train.lr_d/lr_g or use train.precision=fp32"
+            raise TrainingDiverged(f"a loss became NaN/inf before step {step}; {keep}")
+        now = time.perf_counter()
+        steps_done = step - window_start[1]
+        ips = steps_done * per_rank_batch * tc.d_steps * info.world / max(now - window_start[0], 1e-9)
+        window_start[:] = [now, step]
+        rec = dict(zip(STAT_NAMES, stats.mean(0).tolist()))
+        rec.update(kind="train", step=step, epoch=position["epoch"],
+                   kimg=round(step * per_rank_batch * tc.d_steps * info.world / 1000, 3),
+                   images_per_s=round(ips, 1), time=time.time())
+        if metrics is not None:
+            metrics.write(rec)
+        return rec
+
+    # Training loop.
+    if info.is_main:
+        print(f"run directory: {run_dir}\ndevice: {device} ({platform.processor() or platform.machine()}), "
+              f"{batches.num_images} images, {iters_per_epoch} steps/epoch, {total_steps} steps", file=sys.stderr)
+    bar = None
+    if info.is_main and tc.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
+    data_iter = stream()
+    status, last_path = "done", None
+    G.train()
+    D.train()
+    try:
+        with StopFlag() as stop:
+            while step < total_steps:
+                noise_gen.manual_seed(hash((tc.seed, info.rank, step)) % 2**62)  # noise = f(seed, rank, step)
+                window.append(step_fn(data_iter, noise_gen))
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                is_last = step == total_steps
+                if step % tc.log_every == 0 or is_last or stop.requested:
+                    rec = flush_log()
+                    if bar is not None and rec:
+                        bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}",
+                                        Dx=f"{rec['d_real']:.2f}", DGz=f"{rec['d_fake']:.2f}",
+                                        img_s=f"{rec['images_per_s']:.0f}")
+                if step % tc.sample_every == 0 or is_last:
+                    sample_grid()
+                if evaluator is not None and (step % cfg.eval.every == 0 or is_last):
+                    scores = evaluator(G, step)
+                    metrics.write({"kind": "eval", "step": step, **scores})
+                    if evaluator.is_better(scores, best):
+                        best = {"step": step, **scores}
+                        save("best")
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
+                    flush_log()
+                    last_path = save("periodic")
+                if stop.requested:
+                    status = "interrupted"
+                    break
+            flush_log()
+            last_path = save("last")
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics is not None:
+            metrics.close()
+    if info.is_main:
+        done = "stopped (interrupted)" if status == "interrupted" else "finished"
+        print(f"{done} at step {step}\n"
+              f"  samples:    {run_dir / 'samples'}\n"
+              f"  curves:     {run_dir / 'curves.png'}\n"
+              f"  metrics:    {run_dir / 'metrics.jsonl'}\n"
+              f"  checkpoint: {last_path}", file=sys.stderr)
+        if status == "interrupted":
+            print(f"resume with: dcgan train --resume {run_dir}", file=sys.stderr)
+    return TrainResult(run_dir, step, status, last_path)
+
