@@ -360,7 +360,7 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
         if cfg.eval.every > 0:
             from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
 
-            evaluator = build_evaluator(cfg, device)
+            evaluator = build_evaluator(cfg, device, run_dir)
     best = plan.resume_ckpt.get("best") if plan.resume_ckpt else None
 
     position = {"epoch": epoch, "batch": batch_in_epoch}
