@@ -30,6 +30,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.batch_size=64 (repeatable)")
     p.add_argument("--runs-root", default="runs", help="parent of numbered run directories (default: runs)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel via torchrun; "
+                        "one per GPU, or Gloo on CPU). For several machines use torchrun itself: "
+                        "see docs/distributed.md")
     p.set_defaults(func=cmd_train)
 
 
@@ -39,6 +43,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.config:
         raise DCGANError("--resume takes the config from the checkpoint; drop --config (use --set to change values)")
+    if args.nproc != 1:  # relaunch this command in N processes through torchrun's launcher
+        from .distributed import launch_local
+
+        argv = ["train", "--runs-root", args.runs_root]
+        for flag, value in (("--config", args.config), ("--run-dir", args.run_dir), ("--resume", args.resume)):
+            if value:
+                argv += [flag, value]
+        for override in args.overrides:
+            argv += ["--set", override]
+        return launch_local(args.nproc, argv)
     cfg = None if args.resume else load_config(args.config, args.overrides)
     result = train(cfg, run_dir=args.run_dir, resume=args.resume,
                    overrides=args.overrides if args.resume else None, runs_root=args.runs_root)

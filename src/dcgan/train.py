@@ -239,6 +239,19 @@ class StopFlag:
             signal.signal(sig, old)
 
 
+def _rescale_position(ck: dict[str, Any], saved_world: int, images_per_batch: int) -> int:
+    """The batch index, in a run with `images_per_batch` images per step over all ranks, that
+    continues a checkpoint written by `saved_world` ranks (ranks shard each epoch's permutation
+    round-robin, so after k batches on every rank the first k*B*world images are used)."""
+    meta = ck.get("meta", {})
+    per_rank = meta.get("per_rank_batch")
+    if per_rank is None:
+        saved_tc = from_dict(ck["config"]).train
+        per_rank = saved_tc.batch_size // saved_world if saved_tc.batch_size_scope == "global" \
+            else saved_tc.batch_size
+    return ck["batch"] * per_rank * saved_world // images_per_batch
+
+
 # --- the loop ----------------------------------------------------------------------------------
 
 
@@ -257,29 +270,55 @@ def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resum
     info = dist_utils.from_env()
     if cfg is None and resume is None:
         cfg = Config()
-    plan = plan_run(cfg, run_dir=run_dir, resume=resume, overrides=overrides, runs_root=runs_root,
-                    create=info.is_main)
+    restarted = dist_utils.restarted_run_dir(run_dir, runs_root)  # None unless torchrun restarted us
+    if restarted is not None:
+        plan = _restart_plan(cfg, restarted, resume, overrides, runs_root, info)
+    else:
+        try:
+            plan = plan_run(cfg, run_dir=run_dir, resume=resume, overrides=overrides, runs_root=runs_root,
+                            create=info.is_main)
+        except DCGANError as e:
+            if dist_utils.restart_count() > 0 and dist_utils.launch_id() is None:
+                raise DCGANError(f"{e} (a torchrun restart resumes automatically only when the "
+                                 "rendezvous id is unique: pass --rdzv-id, e.g. $SLURM_JOB_ID)") from None
+            raise
     cfg = plan.cfg
     device = pick_device(cfg.train.device, info.local_rank)
-    dist_utils.init_process_group(info, device)
     try:
+        dist_utils.init_process_group(info, device)
         return _train(cfg, plan, info, device)
+    except Exception as e:
+        if info.enabled and dist_utils.is_comm_failure(e):
+            raise dist_utils.peer_lost(e, info, "while starting", "start the run again") from None
+        raise
     finally:
         dist_utils.destroy()
+
+
+def _restart_plan(cfg: Config | None, restarted: Path, resume: str | Path | None,
+                  overrides: list[str] | None, runs_root: str | Path, info: dist_utils.DistInfo) -> RunPlan:
+    """torchrun restarted the workers: continue the run this job started, from its last.pt."""
+    if (restarted / "checkpoints" / "last.pt").is_file():
+        plan = plan_run(None, resume=restarted)
+    else:  # it failed before its first checkpoint: start it again in the same directory
+        first = plan_run(cfg, resume=resume, overrides=overrides, runs_root=runs_root, create=False)
+        plan = RunPlan(first.cfg, restarted, first.resume_ckpt, first.resumed_from)
+    if info.is_main:
+        print(f"torchrun restart {dist_utils.restart_count()}: continuing {restarted}", file=sys.stderr)
+    return plan
 
 
 def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
     tc, mc = cfg.train, cfg.model
     run_dir = plan.run_dir
     if info.enabled:  # every rank must agree on the directory rank 0 picked
-        obj = [str(run_dir)]
-        torch.distributed.broadcast_object_list(obj, src=0)
-        run_dir = Path(obj[0])
+        run_dir = Path(dist_utils.broadcast_object(str(run_dir), info))
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        dist_utils.write_launch_file(run_dir, info)  # lets a torchrun restart find this run
     torch.manual_seed(tc.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -293,7 +332,9 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
             raise DCGANError(f"train.batch_size={tc.batch_size} (global) is not divisible by {info.world} "
                              "processes; pick a multiple of the process count")
         per_rank_batch = tc.batch_size // info.world
-    batches = Batches(cfg.data, per_rank_batch, tc.seed, device, info.rank, info.world)
+    # Rank 0 unpacks/decodes the dataset into its cache first; the others then read the cache.
+    batches = dist_utils.in_turn(info, lambda: Batches(cfg.data, per_rank_batch, tc.seed, device,
+                                                       info.rank, info.world))
     iters_per_epoch = batches.steps_per_epoch // tc.d_steps
     if iters_per_epoch == 0:
         raise DCGANError(f"one epoch has {batches.steps_per_epoch} batches, fewer than train.d_steps={tc.d_steps}")
@@ -319,6 +360,9 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
         opt_G.load_state_dict(ck["opt_G"])
         opt_D.load_state_dict(ck["opt_D"])
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch"]
+        saved_world = ck.get("meta", {}).get("world", 1)
+        if saved_world != info.world:  # N ranks -> M ranks: continue after the images already used
+            batch_in_epoch = _rescale_position(ck, saved_world, per_rank_batch * info.world)
         fixed_z = ck["fixed_z"]
         torch.set_rng_state(ck["rng"]["cpu"])
         if info.is_main:
@@ -328,6 +372,9 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     # Wrap for several processes, precision and compilation.
     G_train, D_pair = G, DPair(D)
     if tc.sync_bn and info.enabled:
+        if device.type != "cuda":
+            raise DCGANError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             "set train.sync_bn=false")
         G_train = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
         D_pair = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D_pair)
     if info.enabled:
@@ -357,19 +404,23 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
             metrics.write({"kind": "resume", "step": step, "from": str(plan.resumed_from)})
         else:
             save_grid(batches.sample(tc.num_fixed), run_dir / "samples" / "real.png")
-        if cfg.eval.every > 0:
-            from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
+    if cfg.eval.every > 0:
+        from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
 
-            evaluator = build_evaluator(cfg, device, run_dir)
+        # Rank 0 only (it may compute real-data statistics first); the others wait for it.
+        evaluator = dist_utils.wait_for_main(info, lambda: build_evaluator(cfg, device, run_dir))
     best = plan.resume_ckpt.get("best") if plan.resume_ckpt else None
 
     position = {"epoch": epoch, "batch": batch_in_epoch}
+    hooks = dist_utils.FaultHooks.from_env()  # inert unless a test sets DCGAN_TEST_* variables
 
     def stream() -> Iterator[torch.Tensor]:
         """Real batches across epoch boundaries, tracking the position for checkpoints."""
         while True:
             for batch in batches.epoch(position["epoch"], position["batch"]):
                 position["batch"] += 1
+                if hooks.dump_dir is not None:
+                    hooks.record(batch)
                 yield batch
             position["epoch"] += 1
             position["batch"] = 0
@@ -381,7 +432,8 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
             "step": step, "epoch": position["epoch"], "batch": position["batch"],
             "rng": {"cpu": torch.get_rng_state()}, "fixed_z": fixed_z.cpu(),
             "config": cfg.to_dict(), "best": best,
-            "meta": {"version": __version__, "torch": torch.__version__, "world": info.world,
+            "meta": {"version": __version__, "torch": str(torch.__version__), "world": info.world,
+                     "per_rank_batch": per_rank_batch,
                      "image_size": cfg.data.image_size, "channels": cfg.data.channels},
         }
 
@@ -409,7 +461,8 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
         """Read the window's stats (the loop's only host sync), check them, log their mean."""
         if not window:
             return None
-        stats = torch.stack(window).float().cpu()
+        stats = torch.stack(window).float()
+        stats = dist_utils.all_mean(stats, info).cpu()  # the same numbers on every rank
         window.clear()
         if not torch.isfinite(stats).all():
             last = run_dir / "checkpoints" / "last.pt"
@@ -445,13 +498,20 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     try:
         with StopFlag() as stop:
             while step < total_steps:
+                if hooks.kill_step is not None:
+                    hooks.maybe_die(info.rank, step)
                 noise_gen.manual_seed(hash((tc.seed, info.rank, step)) % 2**62)  # noise = f(seed, rank, step)
                 window.append(step_fn(data_iter, noise_gen))
                 step += 1
                 if bar is not None:
                     bar.update(1)
                 is_last = step == total_steps
-                if step % tc.log_every == 0 or is_last or stop.requested:
+                if info.enabled:  # the ranks agree to stop, at a log step, so none waits for the others
+                    at_log = step % tc.log_every == 0 or is_last
+                    stopping = at_log and dist_utils.any_rank(stop.requested, info, device)
+                else:
+                    stopping = stop.requested
+                if step % tc.log_every == 0 or is_last or stopping:
                     rec = flush_log()
                     if bar is not None and rec:
                         bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}",
@@ -459,20 +519,30 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
                                         img_s=f"{rec['images_per_s']:.0f}")
                 if step % tc.sample_every == 0 or is_last:
                     sample_grid()
-                if evaluator is not None and (step % cfg.eval.every == 0 or is_last):
-                    scores = evaluator(G, step)
-                    metrics.write({"kind": "eval", "step": step, **scores})
-                    if evaluator.is_better(scores, best):
-                        best = {"step": step, **scores}
-                        save("best")
+                if cfg.eval.every > 0 and (step % cfg.eval.every == 0 or is_last):
+                    # Rank 0 generates and scores; the others wait on the long-timeout group.
+                    scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(G, s))
+                    if scores is not None:
+                        metrics.write({"kind": "eval", "step": step, **scores})
+                        if evaluator.is_better(scores, best):
+                            best = {"step": step, **scores}
+                            save("best")
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
                     flush_log()
                     last_path = save("periodic")
-                if stop.requested:
+                if stopping:
                     status = "interrupted"
                     break
             flush_log()
             last_path = save("last")
+            hooks.dump(info.rank, step, {"G": G, "D": D})
+    except Exception as e:
+        if info.enabled and dist_utils.is_comm_failure(e):
+            last = run_dir / "checkpoints" / "last.pt"
+            hint = (f"resume with --resume {run_dir} (torchrun --max-restarts does it automatically)"
+                    if last.is_file() else "no checkpoint was saved yet; start the run again")
+            raise dist_utils.peer_lost(e, info, f"at step {step}", hint) from None
+        raise
     finally:
         if bar is not None:
             bar.close()
