@@ -20,6 +20,7 @@ import yaml
 
 from dcgan import distributed as dist_utils
 from dcgan.config import from_dict
+from dcgan.data import DEBIAN_FASHION_MNIST
 from dcgan.train import _rescale_position, read_metrics, train
 
 STEPS, BATCH = 6, 32
@@ -27,6 +28,8 @@ STEPS, BATCH = 6, 32
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("real Fashion-MNIST needs `apt-get install dataset-fashion-mnist` (make test does it)")
     root = tmp_path_factory.mktemp("dist")
     cfg = {
         "name": "tiny",
@@ -176,3 +179,34 @@ def test_single_process_has_no_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     info = dist_utils.from_env()
     assert not info.enabled and info.is_main
+
+
+_WAIT_SCRIPT = """
+import os, sys, time, torch, torch.distributed as dist
+from dcgan import distributed as du
+info = du.from_env()
+du.init_process_group(info, torch.device("cpu"))
+t0 = time.monotonic()
+out = du.wait_for_main(info, lambda: (time.sleep(4), "scores")[1])  # longer than the 2 s timeout
+t = torch.ones(1)
+dist.all_reduce(t)  # the next collective (DDP's, in training) still works on every rank
+print(info.rank, out, t.item(), round(time.monotonic() - t0, 1), flush=True)
+du.destroy()
+"""
+
+
+def test_ranks_wait_for_slow_rank0_work_beyond_the_collective_timeout(tmp_path):
+    """Evaluation runs on rank 0 only; the others wait on the long-timeout group, not time out."""
+    script = tmp_path / "wait.py"
+    script.write_text(_WAIT_SCRIPT)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                                  DCGAN_DIST_TIMEOUT="2"))
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[1][1][-2000:]
+    r0, r1 = (o[0].split() for o in outs)
+    assert r0[:3] == ["0", "scores", "2.0"] and r1[:3] == ["1", "None", "2.0"]
+    assert float(r1[3]) >= 3.5  # rank 1 really waited for rank 0

@@ -284,6 +284,9 @@ def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resum
             raise
     cfg = plan.cfg
     device = pick_device(cfg.train.device, info.local_rank)
+    if info.enabled and device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise DCGANError(f"process {info.local_rank} on this machine needs GPU {device.index} but there are "
+                         f"{torch.cuda.device_count()}; start at most one process per GPU (--nproc-per-node)")
     try:
         dist_utils.init_process_group(info, device)
         return _train(cfg, plan, info, device)
@@ -486,6 +489,10 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     if info.is_main:
         print(f"run directory: {run_dir}\ndevice: {device} ({platform.processor() or platform.machine()}), "
               f"{batches.num_images} images, {iters_per_epoch} steps/epoch, {total_steps} steps", file=sys.stderr)
+        if info.enabled:  # the learning rate is never scaled behind the user's back
+            print(f"processes: {info.world} x {per_rank_batch} images = {per_rank_batch * info.world} per step "
+                  f"(train.batch_size_scope={tc.batch_size_scope}); lr_d={tc.lr_d:g}, lr_g={tc.lr_g:g} as "
+                  "configured, not scaled (see docs/distributed.md)", file=sys.stderr)
     bar = None
     if info.is_main and tc.progress:
         from tqdm.auto import tqdm
