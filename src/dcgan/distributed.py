@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     import logging
 
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     if nproc < 1:
@@ -313,6 +315,9 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "dcgan", *argv])
     try:
         torchrun.run(args)
+    except SignalException:  # Ctrl-C or SIGTERM to this launcher: torchrun has stopped the workers
+        print("interrupted", file=sys.stderr)
+        return 130
     except ChildFailedError as e:
         rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
         code = failure.exitcode
