@@ -1,0 +1,175 @@
+"""Forgetting to draw certain objects (paper §6.2.2, Fig. 6).
+
+The paper: on 150 bedroom samples, 52 window bounding boxes were drawn by hand. "On the second
+highest convolution layer features, logistic regression was fit to predict whether a feature
+activation was on a window (or not), by using the criterion that activations inside the drawn
+bounding boxes are positives and random samples from the same images are negatives." Every
+feature map with a weight greater than zero (200 of them) was then dropped at all spatial
+locations, and new samples were generated with and without those maps.
+
+Here the marked regions come from a JSON file, so any region works:
+
+    {"seed": 0, "num": 64,                     # the `dcgan sample` grid (optional: --seed/--num)
+     "samples": [
+       {"index": 3,  "boxes": [[x0, y0, x1, y1], ...]},   # pixels, x1/y1 exclusive
+       {"index": 17, "mask": [[0, 1, ...], ...]}          # (S, S) 0/1 at image resolution
+     ]}
+
+Positions of the second-highest G stage (`G.features(z)[-2]`, the stage before the output)
+whose image-space cell lies mostly inside a region are positives, every other position of the
+same samples a negative. The logistic regression's positive weights above `threshold` (at most
+`max_maps` of them, largest first) pick the maps to drop; dropping zeroes them after their ReLU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DCGANError
+from ..models import Generator
+
+
+@dataclass
+class Marks:
+    """Marked samples of a grid: their indices and (M, S, S) boolean masks at image resolution."""
+
+    indices: list[int]
+    masks: torch.Tensor
+    seed: int | None = None
+    num: int | None = None
+
+
+def boxes_to_mask(boxes: Sequence[Sequence[int]], size: int) -> torch.Tensor:
+    """[[x0, y0, x1, y1], ...] (pixels, end exclusive) -> (size, size) bool."""
+    m = torch.zeros(size, size, dtype=torch.bool)
+    for b in boxes:
+        if len(b) != 4:
+            raise DCGANError(f"box {b} is not [x0, y0, x1, y1]; give four pixel coordinates")
+        x0, y0, x1, y1 = (int(v) for v in b)
+        if not (0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size):
+            raise DCGANError(f"box {b} is outside the {size}x{size} image or empty; "
+                             f"use 0 <= x0 < x1 <= {size} and 0 <= y0 < y1 <= {size}")
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def read_marks(path: str | Path, image_size: int) -> Marks:
+    """Parse a boxes/masks JSON file (format in the module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DCGANError(f"marks file {str(p)!r} not found; write a JSON file with boxes or masks "
+                         "(see `dcgan paper forget --help`)")
+    try:
+        spec = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DCGANError(f"{str(p)!r} is not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+    items = spec.get("samples") if isinstance(spec, dict) else None
+    if not isinstance(items, list):
+        raise DCGANError(f"{str(p)!r} has no \"samples\" list; see `dcgan paper forget --help` for the format")
+    indices, masks = [], []
+    for it in items:
+        if not isinstance(it, dict) or "index" not in it or not ({"boxes", "mask"} & set(it)):
+            raise DCGANError(f"entry {it!r} in {str(p)!r} needs \"index\" and \"boxes\" or \"mask\"")
+        m = torch.zeros(image_size, image_size, dtype=torch.bool)
+        if "boxes" in it:
+            m |= boxes_to_mask(it["boxes"], image_size)
+        if "mask" in it:
+            arr = torch.as_tensor(it["mask"])
+            if arr.shape != (image_size, image_size):
+                raise DCGANError(f"mask of sample {it['index']} is {tuple(arr.shape)}, not "
+                                 f"({image_size}, {image_size}); give it at the model's resolution")
+            m |= arr.bool()
+        indices.append(int(it["index"]))
+        masks.append(m)
+    if not indices:
+        raise DCGANError(f"{str(p)!r} marks no samples; add entries to \"samples\"")
+    return Marks(indices, torch.stack(masks), spec.get("seed"), spec.get("num"))
+
+
+def write_marks(path: str | Path, marks: Marks) -> Path:
+    """Write marks as a JSON file `read_marks` reads back (masks as 0/1 lists)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    spec = {"seed": marks.seed, "num": marks.num,
+            "samples": [{"index": i, "mask": m.int().tolist()} for i, m in zip(marks.indices, marks.masks)]}
+    p.write_text(json.dumps(spec))
+    return p
+
+
+@torch.no_grad()
+def stage_activations(G: Generator, z: torch.Tensor) -> torch.Tensor:
+    """The second-highest G stage (the one before the output conv): (B, C, H, W), post-ReLU."""
+    was = G.training
+    G.eval()
+    try:
+        return G.features(z)[-2]
+    finally:
+        G.train(was)
+
+
+def fit_selector(acts: torch.Tensor, masks: torch.Tensor, *, threshold: float = 0.0,
+                 max_maps: int | None = None, C: float = 1.0, seed: int = 0
+                 ) -> tuple[list[int], np.ndarray]:
+    """Logistic regression "is this position inside a marked region?" on feature-map activations.
+
+    acts (M, C, H, W), masks (M, S, S) bool -> (selected map indices, weights (C,)). A position
+    is positive when more than half of its image-space cell is marked.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    M, Cn, H, W = acts.shape
+    inside = F.adaptive_avg_pool2d(masks[:, None].float(), (H, W))[:, 0] > 0.5  # (M, H, W)
+    X = acts.permute(0, 2, 3, 1).reshape(-1, Cn).numpy()
+    y = inside.reshape(-1).numpy()
+    if y.all() or not y.any():
+        raise DCGANError("the marked regions cover all or none of the feature positions; "
+                         "mark part of each image (boxes larger than "
+                         f"{masks.shape[-1] // H} px, not the whole image)")
+    clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed).fit(X, y)
+    w = clf.coef_[0]
+    order = [int(i) for i in np.argsort(-w) if w[i] > threshold]
+    if max_maps is not None:
+        order = order[:max_maps]
+    return sorted(order), w
+
+
+@torch.no_grad()
+def generate_without(G: Generator, z: torch.Tensor, drop: Sequence[int], *,
+                     batch_size: int = 256) -> torch.Tensor:
+    """G(z) with the feature maps `drop` of the second-highest stage zeroed everywhere (eval BN)."""
+    idx = torch.as_tensor(list(drop), dtype=torch.long)
+
+    def hook(_module, _inp, out):
+        if len(idx):
+            out = out.clone()
+            out[:, idx.to(out.device)] = 0
+        return out
+
+    was = G.training
+    G.eval()
+    handle = G.stages[-2].register_forward_hook(hook)
+    try:
+        return torch.cat([G(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)])
+    finally:
+        handle.remove()
+        G.train(was)
+
+
+def forget_figure(G: Generator, z: torch.Tensor, drop: Sequence[int], path: str | Path,
+                  *, per_row: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fig. 6: rows of samples alternate, G as trained, then the same z with the maps dropped."""
+    from ..sampling import generate, save_grid
+
+    before, after = generate(G, z), generate_without(G, z, drop)
+    rows = []
+    for i in range(0, z.shape[0], per_row):
+        rows += [before[i:i + per_row], after[i:i + per_row]]
+    save_grid(torch.cat(rows), path, nrow=per_row)
+    return before, after

@@ -1,0 +1,285 @@
+"""The paper's experiments (dcgan.paper): tiny seeded models, synthetic data, CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dcgan.checkpoint import save_checkpoint
+from dcgan.config import Config, ModelConfig
+from dcgan.data import ImageData, to_model_range
+from dcgan.models import Discriminator, Generator
+from dcgan.paper import arithmetic as arith
+from dcgan.paper import features as feat
+from dcgan.paper import filters as filt
+from dcgan.paper import forget as fgt
+from dcgan.paper import walk as wlk
+from dcgan.sampling import generate, noise
+
+TINY = ModelConfig(ngf=8, ndf=8)
+
+
+def tiny_models(size: int = 16, seed: int = 0) -> tuple[Generator, Discriminator]:
+    torch.manual_seed(seed)
+    return Generator(TINY, size, 1).eval(), Discriminator(TINY, size, 1).eval()
+
+
+def blobs(n: int, size: int = 16, seed: int = 0, name: str = "blobs") -> ImageData:
+    """10 linearly separable classes: a bright 4x4 square at a class-specific place, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    x = torch.randint(0, 60, (n, 1, size, size), generator=g)
+    for k in range(10):
+        r, c = (k // 4) * 5, (k % 4) * 4
+        x[labels == k, :, r:r + 4, c:c + 4] += 180
+    return ImageData(x.clamp(0, 255).to(torch.uint8), labels, name, "train")
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,ndf,dims", [(16, 8, 16 * (8 + 16)), (32, 8, 16 * (8 + 16 + 32)),
+                                           (32, 64, 7168), (64, 8, 16 * (8 + 16 + 32 + 64))])
+def test_feature_dimension_is_every_stage_pooled_to_4x4(size, ndf, dims):
+    D = Discriminator(ModelConfig(ndf=ndf), size, 1)
+    assert feat.d_feature_dim(D) == dims
+
+
+def test_d_features_concatenate_max_pooled_stages():
+    _, D = tiny_models(32)
+    images = blobs(6, 32).images
+    X = feat.d_features(D, images, batch_size=4)
+    assert X.shape == (6, feat.d_feature_dim(D)) and X.dtype == np.float32
+    with torch.no_grad():
+        hs = D.features(to_model_range(images))
+    # The first block is stage 0 (16x16) max-pooled to 4x4 in 4x4 cells.
+    first = F.max_pool2d(hs[0], 4).flatten(1).numpy()
+    np.testing.assert_allclose(X[:, : first.shape[1]], first, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(X[:, -hs[-1][0].numel():], hs[-1].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_reestimate_bn_uses_the_data_mean_and_leaves_d_alone():
+    _, D = tiny_models(16)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    images = blobs(40, 16).images
+    D2 = feat.reestimate_bn(D, images, batch_size=20)  # equal batches: the mean of batch means
+    with torch.no_grad():
+        pre_bn = D.stages[1][0](D.stages[0](to_model_range(images)))  # conv output before BN
+    torch.testing.assert_close(D2.stages[1][1].running_mean, pre_bn.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not D2.training
+    for k, v in D.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_svm_beats_chance_and_all_baselines_run():
+    _, D = tiny_models(16)
+    train, test = blobs(400, seed=1), blobs(200, seed=2)
+    opts = feat.FeatureOptions(num_train=200, num_val=100, num_test=200, per_class=5, draws=2,
+                               kmeans_centroids=16, Cs=(0.01, 1.0), search_size=150)
+    res = feat.run_features(D, TINY, train, test, opts)
+    assert {(r.method, r.mode) for r in res.rows} == {(m, mode) for m in feat.METHODS for mode in ("full", "few")}
+    for r in res.rows:
+        assert 0.0 <= r.accuracy <= 1.0 and r.num_test == 200
+        if r.mode == "few":
+            assert r.num_labels == 50 and len(r.C) == 2
+    assert res.row("dcgan", "full").accuracy > 0.5  # chance is 0.1
+    assert res.row("pixels", "full").accuracy > 0.5
+    assert res.row("kmeans", "full").dims == 64
+    assert "raw pixels" in res.markdown()
+
+
+def test_fit_svm_separable_set():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    X[np.arange(90), y] += 5
+    svm, C, val = feat.fit_svm(X[::2], y[::2], X[1::2], y[1::2], Cs=(0.1, 1.0))
+    assert val > 0.9 and C in (0.1, 1.0)
+    assert (svm.predict(X[1::2]) == y[1::2]).mean() > 0.9
+
+
+def test_kmeans_features_shape_and_nonnegative():
+    km = feat.KMeansFeatures(num_centroids=8, stride=2, num_patches=2000).fit(blobs(50).images)
+    X = km.transform(blobs(7).images)
+    assert X.shape == (7, 32) and (X >= 0).all()
+
+
+def test_few_label_indices_are_balanced():
+    y = np.repeat(np.arange(10), 20)
+    idx = feat.few_label_indices(y, 5, seed=3)
+    assert len(idx) == 50 and np.all(np.bincount(y[idx]) == 5)
+    assert not np.array_equal(idx, feat.few_label_indices(y, 5, seed=4))
+
+
+# --- walk ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", wlk.MODES)
+def test_walk_endpoints_reproduce_endpoint_samples(mode):
+    G, _ = tiny_models(16)
+    rows, steps = 3, 5
+    images = wlk.walk(G, rows=rows, steps=steps, seed=7, mode=mode)
+    ends = noise(2 * rows, G.nz, "uniform", 7)
+    expect = generate(G, ends)
+    grid = images.reshape(rows, steps, *images.shape[1:])
+    torch.testing.assert_close(grid[:, 0], expect[:rows])
+    torch.testing.assert_close(grid[:, -1], expect[rows:])
+    assert not torch.allclose(grid[:, 1], grid[:, 0])
+
+
+def test_slerp_keeps_the_norm_between_equal_norm_endpoints():
+    z0, z1 = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    z = wlk.interpolate(z0, z1, 7, "spherical")
+    torch.testing.assert_close(z.norm(dim=1), torch.full((7,), 3.0))
+    assert wlk.interpolate(z0, z1, 3, "linear")[1].norm() < 3.0
+
+
+# --- arithmetic ----------------------------------------------------------------------------------
+
+
+def test_arithmetic_with_b_equal_c_returns_a(tmp_path):
+    G, _ = tiny_models(16)
+    z = noise(20, G.nz, "uniform", 0)
+    a, b = [1, 4, 9], [2, 3, 5]
+    torch.testing.assert_close(arith.arithmetic(z, a, b, b), z[a].mean(0))
+    out = arith.arithmetic_figure(G, z, a, b, b, tmp_path / "a.png")
+    assert (tmp_path / "a.png").is_file()
+    # The centre of the 3x3 result block is A - B + C exactly = the sample of mean z(A).
+    torch.testing.assert_close(out["result_images"][4], out["mean_images"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_direction_with_zero_strength_is_the_base():
+    z = noise(10, 6, "uniform", 0)
+    moved = arith.apply_direction(z[[0, 1]], arith.direction(z, [2, 3], [4, 5]), [0.0, 1.0])
+    torch.testing.assert_close(moved[0], z[0])
+    torch.testing.assert_close(moved[3], z[1] + z[[4, 5]].mean(0) - z[[2, 3]].mean(0))
+
+
+# --- filters -------------------------------------------------------------------------------------
+
+
+def test_guided_relu_ignores_negative_paths():
+    x = torch.tensor([-1.0, 2.0, 3.0, -0.5], requires_grad=True)
+    y = filt.GuidedLeakyReLU(0.2)(x)
+    torch.testing.assert_close(y.detach(), F.leaky_relu(x.detach(), 0.2))
+    y.backward(torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, 0.0, 1.0, 0.0]))
+
+
+def test_guided_backprop_gradient_shape_and_guidance():
+    _, D = tiny_models(16)
+    x = to_model_range(blobs(4).images)
+    Dg = filt.guided(D)
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in Dg.modules())
+    assert any(isinstance(m, torch.nn.LeakyReLU) for m in D.modules())  # D untouched
+    g = filt.guided_backprop(Dg, x, channel=0)
+    plain = filt.guided_backprop(D, x, channel=0)
+    assert g.shape == x.shape and g.abs().sum() > 0
+    assert not torch.allclose(g, plain)
+
+
+def test_filters_figure(tmp_path):
+    _, D = tiny_models(16)
+    _, R = tiny_models(16, seed=1)
+    v = filt.visualise(D, blobs(30).images, num_features=3, per_feature=4)
+    assert v.shape == (12, 1, 16, 16) and v.abs().max() <= 1.0 + 1e-6
+    assert filt.filters_figure(D, R, blobs(30).images, tmp_path / "f.png", num_features=2,
+                               per_feature=3).is_file()
+
+
+# --- forget --------------------------------------------------------------------------------------
+
+
+def test_forgetting_nothing_changes_nothing():
+    G, _ = tiny_models(16)
+    z = noise(6, G.nz, "uniform", 0)
+    torch.testing.assert_close(fgt.generate_without(G, z, []), generate(G, z))
+    assert not torch.allclose(fgt.generate_without(G, z, [0, 1, 2]), generate(G, z))
+
+
+def test_selector_finds_the_map_that_fires_inside_the_marks():
+    torch.manual_seed(0)
+    acts = torch.rand(10, 6, 8, 8)
+    masks = torch.zeros(10, 16, 16, dtype=torch.bool)
+    masks[:, :8, :8] = True  # top-left quarter
+    acts[:, 3, :4, :4] += 3.0  # map 3 fires there
+    drop, w = fgt.fit_selector(acts, masks, threshold=0.5)
+    assert 3 in drop and int(np.argmax(w)) == 3
+    assert fgt.fit_selector(acts, masks, max_maps=1)[0] == [3]
+
+
+def test_marks_file_roundtrip_and_errors(tmp_path):
+    spec = {"seed": 2, "num": 10, "samples": [{"index": 1, "boxes": [[0, 0, 4, 8]]},
+                                              {"index": 5, "mask": np.eye(16, dtype=int).tolist()}]}
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps(spec))
+    m = fgt.read_marks(p, 16)
+    assert m.indices == [1, 5] and m.seed == 2 and m.num == 10
+    assert m.masks[0].sum() == 32 and m.masks[1].sum() == 16
+    m2 = fgt.read_marks(fgt.write_marks(tmp_path / "m2.json", m), 16)
+    assert torch.equal(m2.masks, m.masks)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"samples": [{"index": 0, "boxes": [[0, 0, 40, 4]]}]}))
+    with pytest.raises(fgt.DCGANError, match="outside"):
+        fgt.read_marks(bad, 16)
+
+
+# --- CLI and report ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def tiny_ckpt(tmp_path):
+    G, D = tiny_models(16)
+    cfg = Config()
+    cfg.model = TINY
+    cfg.data.image_size, cfg.data.channels, cfg.data.name = 16, 1, "fashion_mnist"
+    return save_checkpoint({"G": G.state_dict(), "D": D.state_dict(), "config": cfg.to_dict()},
+                           tmp_path / "ckpt.pt")
+
+
+def test_cli_walk_arithmetic_forget(tiny_ckpt, tmp_path, capsys):
+    from dcgan.cli import main
+
+    ck = str(tiny_ckpt)
+    assert main(["paper", "walk", "--checkpoint", ck, "--rows", "2", "--steps", "4", "--out", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / "walk_linear.png").is_file() and (tmp_path / "w" / "walk_spherical.png").is_file()
+    assert main(["paper", "arithmetic", "--checkpoint", ck, "--num", "16", "--a", "0,1,2", "--b", "3,4,5",
+                 "--c", "6,7,8", "--direction-from", "3,4", "--direction-to", "0,1",
+                 "--out", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "a_direction.png").is_file()
+    marks = tmp_path / "marks.json"
+    marks.write_text(json.dumps({"samples": [{"index": i, "boxes": [[0, 0, 16, 8]]} for i in range(4)]}))
+    assert main(["paper", "forget", "--checkpoint", ck, "--num", "8", "--marks", str(marks),
+                 "--show-num", "8", "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").is_file()
+    # Bad input: one line, exit 2.
+    capsys.readouterr()
+    assert main(["paper", "arithmetic", "--checkpoint", ck, "--num", "16", "--a", "0,1,99", "--b", "3",
+                 "--c", "6", "--out", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --a") and "99" in err and err.count("\n") == 1
+
+
+def test_report_writes_every_figure_it_lists(tiny_ckpt, tmp_path):
+    from dcgan.paper.report import ReportOptions, run_report
+
+    train, test = blobs(400, seed=1, name="fashion_mnist"), blobs(200, seed=2, name="fashion_mnist")
+    opts = ReportOptions(
+        features=feat.FeatureOptions(num_train=200, num_val=100, num_test=100, per_class=5, draws=2,
+                                     kmeans_centroids=8, Cs=(0.1,), search_size=100),
+        num_grid=30, walk_rows=2, walk_steps=4, filter_features=2, filter_per_feature=3,
+        filter_images=50, forget_num=20, forget_show=8, classifier_train=200)
+    path = run_report(tiny_ckpt, tmp_path / "rep", opts, train=train, test=test)
+    md = path.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    results = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert len(links) == len(results["figures"]) >= 8
+    for link in links:
+        assert (tmp_path / "rep" / link).is_file(), link
+    assert set(links) == set(results["figures"])
+    assert "82.8%" in md and "22.48%" in md and "not ours" in md
