@@ -319,9 +319,8 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
-        code = failure.exitcode
-        what = f"signal {-code}" if code < 0 else f"exit code {code}"
-        raise DCGANError(f"{nproc} processes: rank {rank} failed first ({what}); its error is printed "
-                         "above") from None
+        codes = ", ".join(f"rank {rank}: " + (f"signal {-f.exitcode}" if f.exitcode < 0 else f"exit code {f.exitcode}")
+                          for rank, f in sorted(e.failures.items()))
+        raise DCGANError(f"training in {nproc} processes failed ({codes}); the cause is the error above "
+                         "that is not about another process") from None
     return 0
