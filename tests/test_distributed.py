@@ -185,6 +185,10 @@ _WAIT_SCRIPT = """
 import os, sys, time, torch, torch.distributed as dist
 from dcgan import distributed as du
 info = du.from_env()
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, f"ready{info.rank}"), "w").close()  # start together: the 2 s timeout
+while not all(os.path.exists(os.path.join(here, f"ready{r}")) for r in (0, 1)):  # also bounds init
+    time.sleep(0.05)
 du.init_process_group(info, torch.device("cpu"))
 t0 = time.monotonic()
 out = du.wait_for_main(info, lambda: (time.sleep(4), "scores")[1])  # longer than the 2 s timeout
