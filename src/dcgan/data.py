@@ -217,8 +217,9 @@ def cache_path(cfg: DataConfig, split: str) -> Path:
 
 
 def _decode_all(source: Dataset, num_workers: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    loader = DataLoader(source, batch_size=512, shuffle=False, num_workers=num_workers)
-    chunks = [x for x, _ in loader]
+    loader = DataLoader(source, batch_size=512, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate_images)
+    chunks = list(loader)
     return torch.cat(chunks), _labels(source)
 
 
@@ -315,8 +316,8 @@ class Batches:
         self.device, self.batch_size = device, batch_size
         self.memory: torch.Tensor | None = None
         self.loader: DataLoader | None = None
-        cached = cache_path(cfg, cfg.split).is_file()
-        source = None if cached and cfg.in_memory != "never" else build_source(cfg)
+        cached = cfg.in_memory != "never" and cache_path(cfg, cfg.split).is_file()
+        source = None if cached else build_source(cfg)
         if cached or fits_in_memory(cfg, len(source)):
             data = load_images(cfg, source=source)
             images = data.images
