@@ -20,6 +20,15 @@ from .errors import ConfigError
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
+# Evaluation metrics (dcgan.metrics): *_clf and coverage use the project's classifier, the rest
+# Inception-v3. Each produces the scores listed; eval.best must be one of them.
+EVAL_METRICS = ("fd_clf", "kid_clf", "pr_clf", "is_clf", "coverage", "fid", "kid", "pr", "is")
+EVAL_SCORES = {
+    "fd_clf": ("fd_clf",), "kid_clf": ("kid_clf",), "pr_clf": ("precision_clf", "recall_clf"),
+    "is_clf": ("is_clf",), "coverage": ("coverage",), "fid": ("fid",), "kid": ("kid",),
+    "pr": ("precision", "recall"), "is": ("is",),
+}
+LOWER_IS_BETTER = frozenset({"fd_clf", "kid_clf", "fid", "kid"})
 
 
 @dataclass
@@ -81,6 +90,10 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["fd_clf", "coverage", "is_clf"])
     num_samples: int = 5000  # generated images per evaluation
     best: str = "fd_clf"  # the score that picks checkpoints/best.pt (lower is better for fd/fid/kid)
+    split: str = "test"  # the real split the samples are compared with (all of its images)
+    seed: int = 0  # noise seed: the same z at every evaluation, so scores differ only by G
+    classifier_epochs: int = 2  # epochs of the offline feature classifier (cached per dataset)
+    inception_weights: str = ""  # local Inception-v3 FID weights (else $DCGAN_INCEPTION_WEIGHTS / download)
 
 
 @dataclass
@@ -113,6 +126,7 @@ _CHOICES: dict[str, tuple] = {
 _POSITIVE = (
     "model.nz", "model.ngf", "model.ndf", "train.batch_size", "train.d_steps", "train.g_steps",
     "train.log_every", "train.sample_every", "train.num_fixed", "eval.num_samples",
+    "eval.classifier_epochs",
 )
 _NON_NEGATIVE = (
     "data.subset", "train.epochs", "train.max_steps", "train.checkpoint_every", "eval.every",
@@ -143,6 +157,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.max_steps are both 0; set one of them > 0")
     if cfg.data.num_workers < -1:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0, or -1 for auto")
+    for m in cfg.eval.metrics:
+        if m not in EVAL_METRICS:
+            raise ConfigError(f"eval.metrics has {m!r}, not a metric; use any of {', '.join(EVAL_METRICS)}")
+    produced = [k for m in cfg.eval.metrics for k in EVAL_SCORES[m]]
+    if cfg.eval.every > 0 and cfg.eval.best not in produced:
+        raise ConfigError(f"eval.best={cfg.eval.best!r} is not a score of eval.metrics={cfg.eval.metrics}; "
+                          f"use one of {', '.join(produced) or '(add metrics first)'}")
+    if cfg.eval.every > 0 and cfg.eval.num_samples < 10:
+        raise ConfigError(f"eval.num_samples={cfg.eval.num_samples} is too few to score; use at least 10")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device={dev!r} is not a device; use auto, cpu, cuda, cuda:N or mps")

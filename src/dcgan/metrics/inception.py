@@ -1,0 +1,109 @@
+"""The standard Inception-v3 FID network, through torchmetrics (torch-fidelity's port).
+
+The network is torchmetrics' `NoTrainInceptionV3` (torch-fidelity's `FeatureExtractorInceptionV3`
+with the TensorFlow FID weights, bilinear resize to 299x299 with antialiasing): exactly the
+one `torchmetrics.image.fid.FrechetInceptionDistance` uses, so `fid` here equals that
+library's FID for the same images. Pool features (2048) give FID, KID and precision/recall;
+the logits (1008, bias-free "logits_unbiased" as in torch-fidelity) give the Inception Score.
+
+Weights: torch-fidelity downloads them on first use where there is internet. Offline, point
+`--inception-weights FILE` or the environment variable DCGAN_INCEPTION_WEIGHTS at the file
+torch-fidelity downloads (weights-inception-2015-12-05-6726825d.pth: a plain PyTorch state
+dict of FeatureExtractorInceptionV3, loaded with torch.load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DCGANError
+
+ENV_WEIGHTS = "DCGAN_INCEPTION_WEIGHTS"
+WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # what torch-fidelity downloads
+POOL, LOGITS = "2048", "logits_unbiased"
+
+
+def resolve_weights(path: str | None = None) -> str | None:
+    """The local weights file to use: the argument, else $DCGAN_INCEPTION_WEIGHTS, else None
+    (download). A path that does not exist is an error, not a silent download."""
+    path = path or os.environ.get(ENV_WEIGHTS) or None
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DCGANError(f"Inception weights file {str(p)!r} not found; pass the {WEIGHTS_FILE} file that "
+                         f"torch-fidelity downloads via --inception-weights or ${ENV_WEIGHTS}")
+    return str(p)
+
+
+def weights_id(path: str | None) -> str:
+    """A short name for the feature network, for cache keys and reports."""
+    if path is None:
+        return "inception-v3-tf2015"
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"inception-v3-{h.hexdigest()[:10]}"
+
+
+class InceptionFeatures:
+    """uint8 images (N, C, S, S) -> {"pool": (N, 2048), "logits": (N, 1008)} float64 arrays."""
+
+    def __init__(self, weights: str | None = None, device: torch.device | str = "cpu",
+                 batch_size: int = 64) -> None:
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+        except ImportError:  # pragma: no cover - torchmetrics is a dependency
+            raise DCGANError("Inception metrics need torchmetrics; run `pip install torchmetrics torch-fidelity`") from None
+        try:
+            import torch_fidelity  # noqa: F401
+        except ImportError:
+            raise DCGANError("Inception metrics need torch-fidelity; run `pip install torch-fidelity`") from None
+        self.weights = resolve_weights(weights)
+        self.name = weights_id(self.weights)
+        try:
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[POOL, LOGITS],
+                                          feature_extractor_weights_path=self.weights)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; a wrong file fails load_state_dict
+            reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            if self.weights is None:
+                raise DCGANError(f"could not download the Inception-v3 FID weights ({reason}); offline, get "
+                                 f"{WEIGHTS_FILE} elsewhere and pass --inception-weights FILE or set "
+                                 f"${ENV_WEIGHTS}") from None
+            raise DCGANError(f"{self.weights!r} is not torch-fidelity's Inception-v3 state dict ({reason}); "
+                             f"pass the {WEIGHTS_FILE} file") from None
+        self.net.to(device)
+        self.device, self.batch_size = torch.device(device), batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        pools, logits = [], []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = images[i:i + self.batch_size].to(self.device)
+            if x.shape[1] == 1:  # grayscale -> the RGB the network expects
+                x = x.expand(-1, 3, -1, -1)
+            # The tuple of requested features (torchmetrics' forward keeps only the first).
+            pool, logit = self.net._torch_fidelity_forward(x)
+            pools.append(pool.double().cpu())
+            logits.append(logit.double().cpu())
+        return {"pool": torch.cat(pools).numpy(), "logits": torch.cat(logits).numpy()}
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016): (mean, std) over `splits` splits.
+
+    Works for any classifier's logits (`is_clf` uses the project's classifier)."""
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    log_p = logits.log_softmax(1)
+    scores = []
+    for lp in log_p.chunk(splits, dim=0):
+        p = lp.exp()
+        log_py = p.mean(0, keepdim=True).log()
+        scores.append((p * (lp - log_py)).sum(1).mean().exp().item())
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0

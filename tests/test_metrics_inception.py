@@ -1,0 +1,90 @@
+"""The Inception-v3 path, offline: a local weights file in torch-fidelity's format.
+
+The real FID weights cannot be downloaded here, so the test writes a randomly initialised
+state dict of the same network (the format torch-fidelity's file has) and checks that our
+FID and IS equal torchmetrics' own for the same images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.errors import DCGANError
+from dcgan.metrics.evaluator import Evaluator
+from dcgan.metrics.inception import ENV_WEIGHTS, InceptionFeatures, inception_score, resolve_weights
+
+pytest.importorskip("torch_fidelity")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A random-init FeatureExtractorInceptionV3 state dict saved like torch-fidelity's weights file."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})  # no download: keep the random init
+    mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+    try:
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        mp.undo()
+    path = tmp_path_factory.mktemp("inception") / "weights-inception-random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _images(seed: int, n: int = 4, bright: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 128, (n, 1, 32, 32), generator=g)
+    if bright:
+        x[:, :, 8:24, 8:24] += 127
+    return x.to(torch.uint8)
+
+
+def test_fid_and_is_equal_torchmetrics(weights):
+    from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
+    from torchmetrics.image.inception import InceptionScore
+
+    real, fake = _images(1), _images(2, bright=True)
+    ours = InceptionFeatures(str(weights))
+    fr, ff = ours(real), ours(fake)
+    from dcgan.metrics.frechet import frechet_distance_features
+
+    fid = frechet_distance_features(fr["pool"], ff["pool"])
+    lib = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
+    lib.update(real.expand(-1, 3, -1, -1), real=True)
+    lib.update(fake.expand(-1, 3, -1, -1), real=False)
+    assert fid > 0
+    assert fid == pytest.approx(float(lib.compute()), rel=1e-3)
+
+    net = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], feature_extractor_weights_path=str(weights))
+    lib_is = InceptionScore(feature=net, splits=1)
+    lib_is.update(fake.expand(-1, 3, -1, -1))
+    assert inception_score(ff["logits"], splits=1)[0] == pytest.approx(float(lib_is.compute()[0]), rel=1e-4)
+
+
+def test_weights_from_env_and_errors(weights, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_WEIGHTS, str(weights))
+    assert resolve_weights(None) == str(weights)
+    assert resolve_weights(str(weights)) == str(weights)
+    monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "missing.pth"))
+    with pytest.raises(DCGANError, match="not found; pass the weights-inception"):
+        resolve_weights(None)
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(3)}, bad)
+    with pytest.raises(DCGANError, match="is not torch-fidelity's Inception-v3 state dict"):
+        InceptionFeatures(str(bad))
+
+
+@pytest.mark.slow  # ~15 s of Inception forwards on 2 CPU cores
+def test_evaluator_inception_metrics_on_real_data(weights, tiny_cfg):
+    cfg = tiny_cfg()
+    ev = Evaluator(["fid", "is", "kid", "pr"], cfg.data, split="test", num_real=8, inception_weights=str(weights))
+    scores = ev.score_images(_images(3, n=8, bright=True)[:, :, :16, :16].contiguous())
+    assert {"fid", "is", "kid", "precision", "recall"} <= set(scores)
+    assert scores["features"].startswith("inception-v3-") and scores["n_real"] == 8 and scores["n_gen"] == 8
+    assert scores["fid"] > 0
