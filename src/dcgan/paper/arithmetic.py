@@ -80,7 +80,7 @@ def arithmetic_figure(G: Generator, z: torch.Tensor, a: Sequence[int], b: Sequen
     rows = max(len(g) for g in groups) + 1
     fig = plt.figure(figsize=(2.0 * 3 + 0.6 * 3 + 3.2, 1.0 * rows + 0.6))
     gs = fig.add_gridspec(rows, 7, width_ratios=[1, 0.35, 1, 0.35, 1, 0.35, 3],
-                          wspace=0.05, hspace=0.05)
+                          wspace=0.05, hspace=0.3)
     for col, (g, name) in enumerate(zip(groups, names)):
         for r in range(rows):
             ax = fig.add_subplot(gs[r, 2 * col])

@@ -124,7 +124,7 @@ class KMeansFeatures:
     """
 
     def __init__(self, num_centroids: int = 400, patch: int = 6, stride: int = 2,
-                 num_patches: int = 100_000, seed: int = 0) -> None:
+                 num_patches: int = 50_000, seed: int = 0) -> None:
         self.k, self.patch, self.stride = num_centroids, patch, stride
         self.num_patches, self.seed = num_patches, seed
         self.mean: torch.Tensor | None = None
@@ -160,7 +160,7 @@ class KMeansFeatures:
         self.mean = self.mean.float()
         w = ((p.float() - self.mean) @ self.zca).numpy()
         km = MiniBatchKMeans(n_clusters=self.k, random_state=self.seed, batch_size=4096,
-                             n_init=1, max_iter=50).fit(w)
+                             n_init=1, max_iter=20).fit(w)
         self.centroids = torch.from_numpy(km.cluster_centers_).float()
         return self
 
@@ -327,7 +327,7 @@ def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions) -> lis
     std = Standardizer(X_tr)
     X_tr, X_va, X_te = std(X_tr), std(X_va), std(X_te)
     t_feat = time.perf_counter() - t0
-    log.info("%s: %d-dim features in %.1fs", method, X_tr.shape[1], t_feat)
+    log.info("%s: %d-dim features in %.1fs", METHOD_TITLES[method], X_tr.shape[1], t_feat)
     rows = []
     if "full" in opts.modes:
         t0 = time.perf_counter()
@@ -335,7 +335,7 @@ def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions) -> lis
         acc = float((svm.predict(X_te) == y_te).mean())
         rows.append(FeatureRow(method, "full", X_tr.shape[1], acc, 0.0, [C], len(y_tr), len(y_te),
                                round(t_feat + time.perf_counter() - t0, 1)))
-        log.info("%s full labels (%d): test accuracy %.4f (C=%g)", method, len(y_tr), acc, C)
+        log.info("%s, full labels (%d): test accuracy %.4f (C=%g)", METHOD_TITLES[method], len(y_tr), acc, C)
     if "few" in opts.modes:
         t0 = time.perf_counter()
         accs, Cs = [], []
@@ -347,7 +347,7 @@ def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions) -> lis
         n = opts.per_class * len(np.unique(y_tr))
         rows.append(FeatureRow(method, "few", X_tr.shape[1], float(np.mean(accs)), float(np.std(accs)),
                                Cs, n, len(y_te), round(t_feat + time.perf_counter() - t0, 1)))
-        log.info("%s %d labels x %d draws: test accuracy %.4f +- %.4f", method, n, opts.draws,
+        log.info("%s, %d labels x %d draws: test accuracy %.4f +- %.4f", METHOD_TITLES[method], n, opts.draws,
                  np.mean(accs), np.std(accs))
     return rows
 
