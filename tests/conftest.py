@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from dcgan.config import Config, from_dict
 from dcgan.data import DEBIAN_FASHION_MNIST
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,246 @@
+"""Training-throughput benchmark: images/s of the whole training step, against the roofline.
+
+For each (image size, channels, batch size) it measures, on real Fashion-MNIST:
+  - FLOPs per image of one training iteration (D on a real and a fake batch, G through D),
+    counted with torch.utils.flop_counter;
+  - the machine's fp32 (and bf16 on CUDA) matrix-multiply FLOP/s, the roofline;
+  - images/s of the project's step (dcgan.gan.GANStep fed by dcgan.data.Batches), the
+    fraction of the roofline that is, and the data path's own time per batch;
+  - images/s of a plain loop in the style of pytorch/examples' dcgan/main.py (per-image PIL
+    transforms in DataLoader workers, Sigmoid + BCELoss, D's weight gradients in G's step),
+    the "before".
+It prints a table and writes JSON. Not a test: run it on a quiet machine.
+
+    python bench/bench_train.py --sizes 32 64 --batch-sizes 128 --out bench/results-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from dcgan.config import DataConfig, ModelConfig
+from dcgan.data import Batches, build_source, to_model_range
+from dcgan.gan import DPair, GANStep
+from dcgan.models import build_models
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+        if device.type == "cuda" and reps % 50:
+            continue
+        sync(device)
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(size: int, channels: int, batch: int, device: torch.device, precision: str,
+              channels_last: bool, compile_: bool):
+    torch.manual_seed(0)
+    G, D = build_models(ModelConfig(), size, channels)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    G.to(device, memory_format=fmt)
+    D.to(device, memory_format=fmt)
+    kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+    G_train, D_pair = G, DPair(D)
+    if compile_:
+        G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = partial(torch.autocast, device_type=device.type, dtype=dtype) if dtype else nullcontext
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    step = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=opt_G, opt_D=opt_D, nz=100, z_dist="uniform",
+                   autocast=autocast, scaler=scaler,
+                   to_input=lambda x: to_model_range(x).contiguous(memory_format=fmt))
+    return step
+
+
+def data_cfg(root: str, size: int, channels: int, cache: str) -> DataConfig:
+    return DataConfig(name="fashion_mnist", root=root, image_size=size, channels=channels, download=False,
+                      cache_dir=cache)
+
+
+def count_flops(size: int, channels: int, batch: int) -> float:
+    """FLOPs per image of one iteration, counted on CPU (the count does not depend on the device)."""
+    step = make_step(size, channels, batch, torch.device("cpu"), "fp32", False, False)
+    fake = iter([torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)])
+    with FlopCounterMode(display=False) as counter:
+        step(fake, torch.Generator().manual_seed(0))
+    return counter.get_total_flops() / batch
+
+
+def time_ours(cfg: DataConfig, batch: int, device: torch.device, steps: int, warmup: int, **opts) -> dict:
+    batches = Batches(cfg, batch, seed=0, device=device)
+    step = make_step(cfg.image_size, cfg.channels, batch, device, **opts)
+
+    def stream():
+        e = 0
+        while True:
+            yield from batches.epoch(e)
+            e += 1
+
+    it = stream()
+    gen = torch.Generator(device=device)
+    for i in range(warmup):
+        gen.manual_seed(i)
+        step(it, gen)
+    sync(device)
+    t0 = time.perf_counter()
+    stats = []
+    for i in range(steps):
+        gen.manual_seed(i)
+        stats.append(step(it, gen))
+    torch.stack(stats).cpu()
+    sync(device)
+    dt = time.perf_counter() - t0
+    # The data path alone: gather + transfer + scale, per batch.
+    t1 = time.perf_counter()
+    n = 0
+    for x in batches.epoch(0):
+        to_model_range(x)
+        n += 1
+        if n == steps:
+            break
+    sync(device)
+    return {"images_per_s": steps * batch / dt, "data_ms_per_batch": 1000 * (time.perf_counter() - t1) / n}
+
+
+def time_plain(cfg: DataConfig, batch: int, device: torch.device, steps: int, warmup: int, workers: int) -> dict:
+    """The pytorch/examples dcgan/main.py pattern: PIL transforms in workers, Sigmoid + BCELoss."""
+    from torchvision import transforms
+
+    from dcgan.data import image_transform
+
+    base = image_transform(cfg.image_size, cfg.channels)
+    tf = transforms.Compose([base, transforms.Lambda(lambda t: t.float().div(255)),
+                             transforms.Normalize([0.5] * cfg.channels, [0.5] * cfg.channels)])
+    source = build_source(cfg)
+    source.transform = tf
+    loader = torch.utils.data.DataLoader(source, batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True)
+    torch.manual_seed(0)
+    G, D = build_models(ModelConfig(), cfg.image_size, cfg.channels)
+    G.to(device)
+    D = nn.Sequential(D, nn.Sigmoid()).to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCELoss()
+    t0, done = None, 0
+    for i, (x, _) in enumerate(loader):
+        if i == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        x = x.to(device)
+        D.zero_grad()
+        err_real = bce(D(x), torch.ones(batch, device=device))
+        err_real.backward()
+        z = torch.randn(batch, 100, device=device)
+        fake = G(z)
+        err_fake = bce(D(fake.detach()), torch.zeros(batch, device=device))
+        err_fake.backward()
+        opt_D.step()
+        G.zero_grad()
+        err_g = bce(D(fake), torch.ones(batch, device=device))
+        err_g.backward()
+        opt_G.step()
+        err_g.item()  # main.py prints every step: a host sync per step
+        if i >= warmup:
+            done += 1
+        if done == steps:
+            break
+    sync(device)
+    return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--channels", type=int, nargs="+", default=[3])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[128])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", nargs="+", default=["fp32"], help="fp32 bf16 fp16")
+    p.add_argument("--channels-last", choices=["auto", "true", "false", "both"], default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--no-plain", action="store_true", help="skip the pytorch/examples-style baseline")
+    p.add_argument("--plain-workers", type=int, default=2)
+    p.add_argument("--root", default="./data")
+    p.add_argument("--cache-dir", default="~/.cache/dcgan")
+    p.add_argument("--out", default="bench/results.json")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    peak = {"fp32": matmul_flops(device, torch.float32)}
+    if device.type == "cuda":
+        peak["bf16"] = matmul_flops(device, torch.bfloat16)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cl_opts = {"auto": [device.type == "cuda"], "true": [True], "false": [False], "both": [False, True]}
+    machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "matmul_tflops": {k: round(v / 1e12, 3) for k, v in peak.items()},
+    }
+    print(json.dumps(machine))
+    rows = []
+    for size in args.sizes:
+        for ch in args.channels:
+            cfg = data_cfg(args.root, size, ch, args.cache_dir)
+            for batch in args.batch_sizes:
+                flops = count_flops(size, ch, batch)
+                if not args.no_plain:
+                    r = time_plain(cfg, batch, device, args.steps, args.warmup, args.plain_workers)
+                    rows.append({"impl": f"plain (examples-style, {args.plain_workers} workers)", "size": size,
+                                 "channels": ch, "batch": batch, "precision": "fp32", "channels_last": False,
+                                 "gflop_per_image": flops / 1e9, **r,
+                                 "roofline_fraction": r["images_per_s"] * flops / peak["fp32"]})
+                    print(rows[-1])
+                for prec in args.precision:
+                    for cl in cl_opts[args.channels_last]:
+                        r = time_ours(cfg, batch, device, args.steps, args.warmup, precision=prec,
+                                      channels_last=cl, compile_=args.compile)
+                        roof = peak.get(prec, peak["fp32"])
+                        rows.append({"impl": "dcgan" + (" +compile" if args.compile else ""), "size": size,
+                                     "channels": ch, "batch": batch, "precision": prec, "channels_last": cl,
+                                     "gflop_per_image": flops / 1e9, **r,
+                                     "roofline_fraction": r["images_per_s"] * flops / roof})
+                        print(rows[-1])
+    print(f"\n{'impl':38} {'size':>4} {'ch':>2} {'batch':>5} {'prec':>5} {'cl':>3} {'GFLOP/img':>9} "
+          f"{'img/s':>8} {'roofline':>8} {'data ms':>7}")
+    for r in rows:
+        print(f"{r['impl']:38} {r['size']:>4} {r['channels']:>2} {r['batch']:>5} {r['precision']:>5} "
+              f"{'y' if r['channels_last'] else 'n':>3} {r['gflop_per_image']:>9.3f} {r['images_per_s']:>8.1f} "
+              f"{100 * r['roofline_fraction']:>7.1f}% {r.get('data_ms_per_batch', float('nan')):>7.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
