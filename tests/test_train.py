@@ -45,7 +45,7 @@ def test_checkpoint_contents_load_with_weights_only(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("subset", [512, 96])  # within one epoch / across epoch boundaries
 def test_resume_is_exact(tiny_cfg, tmp_path, subset):
     cfg = tiny_cfg(data={"subset": subset})
-    straight = train(cfg, run_dir=tmp_path / "a")
+    assert train(cfg, run_dir=tmp_path / "a").step == 8
     half = train(tiny_cfg(data={"subset": subset}, train={"max_steps": 4}), run_dir=tmp_path / "b")
     assert half.step == 4
     resumed = train(resume=tmp_path / "b", overrides=["train.max_steps=8"])
