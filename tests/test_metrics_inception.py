@@ -45,15 +45,32 @@ def _images(seed: int, n: int = 4, bright: bool = False) -> torch.Tensor:
     return x.to(torch.uint8)
 
 
+def test_fid_equals_torchmetrics_fast(weights):
+    """The same loading, network and formula on the 64-d features (an early exit: fast on CPU)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from dcgan.metrics.frechet import frechet_distance_features
+
+    real, fake = _images(1), _images(2, bright=True)
+    ours = InceptionFeatures(str(weights), pool="64", logits=False)
+    fid = frechet_distance_features(ours(real)["pool"], ours(fake)["pool"])
+    lib = FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(weights))
+    lib.update(real.expand(-1, 3, -1, -1), real=True)
+    lib.update(fake.expand(-1, 3, -1, -1), real=False)
+    assert fid > 0
+    assert fid == pytest.approx(float(lib.compute()), rel=1e-3)
+
+
+@pytest.mark.slow  # 2048-d eigenvalues and full Inception forwards: ~1-2 min on 2 CPU cores
 def test_fid_and_is_equal_torchmetrics(weights):
     from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
     from torchmetrics.image.inception import InceptionScore
 
+    from dcgan.metrics.frechet import frechet_distance_features
+
     real, fake = _images(1), _images(2, bright=True)
     ours = InceptionFeatures(str(weights))
     fr, ff = ours(real), ours(fake)
-    from dcgan.metrics.frechet import frechet_distance_features
-
     fid = frechet_distance_features(fr["pool"], ff["pool"])
     lib = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
     lib.update(real.expand(-1, 3, -1, -1), real=True)

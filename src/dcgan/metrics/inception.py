@@ -56,7 +56,7 @@ class InceptionFeatures:
     """uint8 images (N, C, S, S) -> {"pool": (N, 2048), "logits": (N, 1008)} float64 arrays."""
 
     def __init__(self, weights: str | None = None, device: torch.device | str = "cpu",
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, pool: str = POOL, logits: bool = True) -> None:
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError:  # pragma: no cover - torchmetrics is a dependency
@@ -68,7 +68,9 @@ class InceptionFeatures:
         self.weights = resolve_weights(weights)
         self.name = weights_id(self.weights)
         try:
-            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[POOL, LOGITS],
+            # `pool` other than 2048 (64, 192, 768) only for quick tests: FID is defined on 2048.
+            self.features_list = [pool, LOGITS] if logits else [pool]
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=self.features_list,
                                           feature_extractor_weights_path=self.weights)
         except (OSError, RuntimeError) as e:  # URLError is an OSError; a wrong file fails load_state_dict
             reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
@@ -89,10 +91,14 @@ class InceptionFeatures:
             if x.shape[1] == 1:  # grayscale -> the RGB the network expects
                 x = x.expand(-1, 3, -1, -1)
             # The tuple of requested features (torchmetrics' forward keeps only the first).
-            pool, logit = self.net._torch_fidelity_forward(x)
-            pools.append(pool.double().cpu())
-            logits.append(logit.double().cpu())
-        return {"pool": torch.cat(pools).numpy(), "logits": torch.cat(logits).numpy()}
+            out = self.net._torch_fidelity_forward(x)
+            pools.append(out[0].double().cpu())
+            if len(out) > 1:
+                logits.append(out[1].double().cpu())
+        feats = {"pool": torch.cat(pools).numpy()}
+        if logits:
+            feats["logits"] = torch.cat(logits).numpy()
+        return feats
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:

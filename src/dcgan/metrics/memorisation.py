@@ -98,7 +98,8 @@ def plot_memorisation(report: MemorisationReport, train: torch.Tensor, out: str 
         bins = np.linspace(0, max(s.max(), h.max()), 40)
         a.hist(h, bins=bins, alpha=0.6, label=f"held-out real -> train (n={len(h)})", density=True)
         a.hist(s, bins=bins, alpha=0.6, label=f"sample -> train (n={len(s)})", density=True)
-        a.set_xlabel(f"distance to nearest of {report.num_train} train images ({space}s)")
+        a.set_title("classifier features" if space == "feature" else "pixels ([-1, 1], L2)", fontsize=9)
+        a.set_xlabel(f"distance to nearest of {report.num_train} train images", fontsize=8)
         a.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
