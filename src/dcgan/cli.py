@@ -97,10 +97,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         if args.numbered:
-            from torchvision.io import write_png
+            from PIL import Image
 
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_png(numbered_grid(images), str(out))
+            Image.fromarray(numbered_grid(images).permute(1, 2, 0).numpy()).save(out)
         else:
             save_grid(images, out)
         print(f"wrote a grid of {args.num} samples to {out}")
