@@ -229,13 +229,33 @@ def run_report(checkpoint: str | Path, out_dir: str | Path, opts: ReportOptions 
     return path
 
 
+def _feature_summary(fres: feat.FeatureResults) -> list[str]:
+    """One line per mode: the trained D's margin over each baseline, in points (and draw spreads)."""
+    lines = []
+    for mode, title in (("full", "Full labels"), ("few", "Few labels")):
+        d = fres.row("dcgan", mode)
+        if d is None:
+            continue
+        parts = []
+        for m in ("pixels", "random_d", "kmeans"):
+            r = fres.row(m, mode)
+            if r is not None:
+                spread = f" (draw std {100 * d.std:.2f} / {100 * r.std:.2f})" if mode == "few" else ""
+                parts.append(f"{100 * (d.accuracy - r.accuracy):+.2f} points over "
+                             f"{feat.METHOD_TITLES[m]}{spread}")
+        if parts:
+            lines += [f"- {title}: trained D features " + "; ".join(parts) + "."]
+    return lines
+
+
 def _markdown(out, checkpoint, cfg, train, test, opts, fres, results, figures, walks, grid_path,
               arith_path, dir_path, filt_path, forget_path, preview_path, marks_path) -> str:
     fo = opts.features
     a = results["arithmetic"]
     fg = results["forget"]
     secs = results["seconds"]
-    machine = f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = (f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads "
+               "(times are wall-clock and depend on what else runs on the machine)")
     ndf_dims = fres.rows[0].dims if fres.rows else 0
 
     def row(method, mode):
@@ -285,6 +305,8 @@ def _markdown(out, checkpoint, cfg, train, test, opts, fres, results, figures, w
         "**Ours** (test accuracy):",
         "",
         fres.markdown(),
+        "",
+        *_feature_summary(fres),
         "",
         "| mode | DCGAN D | raw pixels | K-means | random D |",
         "|---|---:|---:|---:|---:|",
