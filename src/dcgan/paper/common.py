@@ -16,12 +16,7 @@ from ..sampling import noise
 def load(checkpoint: str | Path, device: torch.device | str = "cpu"
          ) -> tuple[Generator, Discriminator, Config]:
     """G and D (eval mode) and the config of a checkpoint file or run directory."""
-    # Checkpoints whose meta holds torch.__version__ (a TorchVersion, not a str) need it
-    # allow-listed for weights_only loading.
-    from torch.torch_version import TorchVersion
-
-    with torch.serialization.safe_globals([TorchVersion]):
-        G, D, cfg, _ = load_models(checkpoint, device)
+    G, D, cfg, _ = load_models(checkpoint, device)
     return G.eval(), D.eval(), cfg
 
 
