@@ -291,8 +291,8 @@ def format_table(scores: dict[str, Any]) -> str:
             std = scores.get(k + "_std")
             better = "lower is better" if k in LOWER_IS_BETTER else "higher is better"
             val = f"{scores[k]:.4f}" + (f" +- {std:.4f}" if std is not None else "")
-            rows.append(f"  {k:<14} {val:<22} ({better})")
-    proto = [f"  {k:<14} {scores[k]}" for k in ("features", "clf_test_accuracy", "split", "n_real", "n_gen",
+            rows.append(f"  {k:<18} {val:<22} ({better})")
+    proto = [f"  {k:<18} {scores[k]}" for k in ("features", "clf_test_accuracy", "split", "n_real", "n_gen",
                                                  "image_size", "step", "checkpoint", "images")
              if k in scores]
     return "scores:\n" + "\n".join(rows) + "\nprotocol:\n" + "\n".join(proto)
