@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
-    channels_last: str = "auto"  # auto (on CUDA) | true | false
+    channels_last: str = "auto"  # auto (CPU and CUDA: faster there) | true | false
     compile: bool = False  # torch.compile the networks
     sync_bn: bool = False  # SyncBatchNorm across processes (default: per-rank BN, as in the paper)
     log_every: int = 50  # steps between metric log lines (the only host syncs in the loop)
