@@ -70,9 +70,15 @@ def test_torchrun_two_ranks_identical_weights_disjoint_data_restart_and_resume_o
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    # The survivor of the first attempt ended with one clear line, no traceback of ours.
+    # The survivor of the first attempt either noticed the dead peer and said so in one line, or
+    # was stopped first by torchrun's SIGTERM to the group (a race the launcher decides); never
+    # a traceback of ours. (The launcher-free test below pins the one-line message down.)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: rank 0 of 2")]
-    assert len(errors) == 1 and "another process died" in errors[0] and "at step 4" in errors[0], proc.stderr[-3000:]
+    assert len(errors) <= 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if errors:
+        assert "another process died" in errors[0] and "at step 4" in errors[0], errors[0]
+    else:
+        assert "closing signal SIGTERM" in proc.stderr, proc.stderr[-3000:]
     # The restart continued the same directory from its step-3 checkpoint and finished.
     assert "torchrun restart 1: continuing" in proc.stderr
     metrics = run_dir / "metrics.jsonl"
