@@ -97,3 +97,32 @@ def test_console_script_and_module_entry_points(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dcgan", "--help"], capture_output=True, text=True, env=env,
                          timeout=120)
     assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
+
+
+def test_ctrl_c_saves_at_a_step_boundary_and_exits_130(fmnist_root, cache_dir, tmp_path):
+    """A real SIGINT to a running `dcgan train`: it stops at a step boundary, saves last.pt."""
+    import json
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "dcgan", "train", *tiny_args(fmnist_root, cache_dir, "eval.every=0",
+                                                             "train.max_steps=100000", "train.log_every=1",
+                                                             "train.checkpoint_every=0"),
+            "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped (interrupted)" in err and f"resume with: dcgan train --resume {run}" in err
+    assert "Traceback" not in err
+    import torch
+
+    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"train"' in x]
+    assert 3 <= step < 100000 and logged[-1] == step
