@@ -14,7 +14,15 @@ from PIL import Image
 from torchvision import datasets
 
 from dcgan.config import DataConfig
-from dcgan.data import Batches, build_source, cache_path, epoch_permutation, load_images, to_model_range, to_uint8
+from dcgan.data import (
+    Batches,
+    build_source,
+    cache_path,
+    epoch_permutation,
+    load_images,
+    to_model_range,
+    to_uint8,
+)
 from dcgan.errors import DataError
 
 RNG = np.random.default_rng(0)
