@@ -96,6 +96,7 @@ def test_training_keeps_best_checkpoint_and_cli(cfg, clf, tmp_path, capsys):
     ck = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert ck["step"] == best["step"] and ck["best"]["fd_clf"] == pytest.approx(best["fd_clf"])
     assert (run / "scores.png").is_file()
+    assert f"best.pt (step {best['step']}, fd_clf" in capsys.readouterr().err  # the run's summary names it
 
     # dcgan eval on the run: a table/JSON and one more eval record in the run's log.
     rc = main(["eval", "--checkpoint", str(run), "--num", "100", "--metrics", "fd_clf,coverage", "--num-real", "1024",

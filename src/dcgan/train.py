@@ -563,6 +563,10 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
               f"  curves:     {run_dir / 'curves.png'}\n"
               f"  metrics:    {run_dir / 'metrics.jsonl'}\n"
               f"  checkpoint: {last_path}", file=sys.stderr)
+        if best:
+            key = cfg.eval.best
+            print(f"  best:       {run_dir / 'checkpoints' / 'best.pt'} (step {best['step']}, "
+                  f"{key} {best.get(key, float('nan')):.4g}; scores.png)", file=sys.stderr)
         if status == "interrupted":
             print(f"resume with: dcgan train --resume {run_dir}", file=sys.stderr)
     return TrainResult(run_dir, step, status, last_path)
