@@ -322,7 +322,6 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         dist_utils.write_launch_file(run_dir, info)  # lets a torchrun restart find this run
-    torch.manual_seed(tc.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 unless precision says otherwise
@@ -344,6 +343,9 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * iters_per_epoch
 
     # Construct networks and optimisers (§4: Adam, lr 2e-4, beta1 0.5).
+    # Seeded here, right before the init: loading data (e.g. DataLoader workers decoding a new
+    # cache) draws from the global RNG, and must not change the initial weights.
+    torch.manual_seed(tc.seed)
     G, D = build_models(mc, cfg.data.image_size, cfg.data.channels)
     # channels_last: measured faster with oneDNN on CPU and cuDNN on CUDA (BENCHMARKS.md).
     channels_last = tc.channels_last == "true" or (tc.channels_last == "auto" and device.type in ("cuda", "cpu"))
