@@ -114,33 +114,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # --- entry point -------------------------------------------------------------------------------
 
-# Subcommands register here; each adds its parser and sets `func`.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample]
-
-
-def _load_extra_commands() -> None:
-    """Subcommands from the other layers (evaluation, paper experiments), when present."""
-    import importlib
-
-    for module, attr in (("dcgan.metrics.cli", "add_commands"), ("dcgan.paper.cli", "add_commands")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue
-            raise
-        COMMANDS.append(getattr(mod, attr))
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .metrics.cli import add_commands as add_metrics_commands  # eval, classifier, nn
+    from .paper.cli import add_commands as add_paper_commands  # paper features|walk|...
+
     parser = argparse.ArgumentParser(prog="dcgan", description="DCGAN (Radford et al. 2016), reproduced.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _load_extra_commands()
-    seen = set()
-    for add in COMMANDS:
-        if add not in seen:
-            seen.add(add)
-            add(sub)
+    for add in (add_train, add_sample, add_metrics_commands, add_paper_commands):
+        add(sub)
     return parser
 
 
