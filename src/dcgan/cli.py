@@ -9,13 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DCGANError
-
-Handler = Callable[[argparse.Namespace], int | None]
-
 
 # --- train -------------------------------------------------------------------------------------
 
