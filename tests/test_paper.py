@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dcgan.config import ModelConfig
 from dcgan.data import ImageData, to_model_range
+from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
 from dcgan.paper import arithmetic as arith
 from dcgan.paper import features as feat
@@ -59,6 +60,20 @@ def test_d_features_concatenate_max_pooled_stages():
     first = F.max_pool2d(hs[0], 4).flatten(1).numpy()
     np.testing.assert_allclose(X[:, : first.shape[1]], first, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(X[:, -hs[-1][0].numel():], hs[-1].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_d_features_layers_keep_only_the_named_stages():
+    _, D = tiny_models(32)
+    images = blobs(5, 32).images
+    X = feat.d_features(D, images)
+    last = feat.d_features(D, images, layers=[2])
+    assert last.shape[1] == feat.d_feature_dim(D, layers=[2]) == D.features(to_model_range(images))[2][0].numel()
+    np.testing.assert_array_equal(last, X[:, -last.shape[1]:])
+    both = feat.d_features(D, images, layers=[0, 2])
+    np.testing.assert_array_equal(both, np.concatenate([X[:, : X.shape[1] - feat.d_feature_dim(D, layers=[1, 2])],
+                                                        last], 1))
+    with pytest.raises(DCGANError, match="conv stages 0..2"):
+        feat.d_features(D, images, layers=[3])
 
 
 def test_reestimate_bn_uses_the_data_mean_and_leaves_d_alone():

@@ -46,6 +46,9 @@ def test_cli_walk_arithmetic_forget(tiny_ckpt, tmp_path, capsys):
                  "--c", "6", "--out", str(tmp_path / "b.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --a") and "99" in err and err.count("\n") == 1
+    assert main(["paper", "features", "--checkpoint", ck, "--layers", "top"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --layers") and err.count("\n") == 1
 
 
 def test_report_writes_every_figure_it_lists(tiny_ckpt, tmp_path):

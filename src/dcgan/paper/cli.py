@@ -64,6 +64,16 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     return vals
 
 
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise DCGANError(f"{flag} {text!r} is not a comma-separated list of integers, e.g. 1,2") from None
+    if not vals:
+        raise DCGANError(f"{flag} is empty; give integers like 1,2")
+    return vals
+
+
 def _names(text: str, flag: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     vals = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [v for v in vals if v not in allowed]
@@ -97,6 +107,8 @@ def _features(psub) -> None:
     p.add_argument("--draws", type=int, default=5, help="few-label mode: random label draws (default 5)")
     p.add_argument("--cs", default="0.0001,0.001,0.01", help="SVM C values to try")
     p.add_argument("--kmeans-centroids", type=int, default=400)
+    p.add_argument("--layers", help="D conv stages to use, e.g. 2 or 1,2 (0 = the first; default all, "
+                                    "the paper's choice); applies to the trained and the random D")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write features.json and features.md to this folder")
     p.set_defaults(func=cmd_features)
@@ -114,7 +126,7 @@ def cmd_features(args: argparse.Namespace) -> int:
                           modes=_names(args.modes, "--modes", ("full", "few")),
                           methods=_names(args.methods, "--methods", METHODS),
                           Cs=_floats(args.cs, "--cs"), kmeans_centroids=args.kmeans_centroids,
-                          seed=args.seed)
+                          layers=_ints(args.layers, "--layers") if args.layers else None, seed=args.seed)
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
     data_cfg = cfg.data

@@ -79,33 +79,48 @@ def reestimate_bn(D: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
 
 @torch.no_grad()
 def d_features(D: Discriminator, images: torch.Tensor, *, grid: int = 4, batch_size: int = 256,
-               device: torch.device | str = "cpu") -> np.ndarray:
+               device: torch.device | str = "cpu", layers: Sequence[int] | None = None) -> np.ndarray:
     """§5.1: every D conv stage's output max-pooled to a grid x grid map, flattened, concatenated.
 
     images: uint8 (N, C, S, S) -> float32 (N, sum_l C_l * min(grid, H_l)^2). For the default
-    32x32 D with ndf=64: 64*16 + 128*16 + 256*16 = 7168 dims. Runs D as it is (call
-    `reestimate_bn` first for the paper's protocol).
+    32x32 D with ndf=64: 64*16 + 128*16 + 256*16 = 7168 dims. `layers` keeps only those stages
+    (0 = the first, highest-resolution one; default all, the paper's choice). Runs D as it is
+    (call `reestimate_bn` first for the paper's protocol).
     """
+    keep = _check_layers(D, layers)
     was_training = D.training
     D.eval()
     out = []
     try:
         for i in range(0, images.shape[0], batch_size):
             x = to_model_range(images[i:i + batch_size].to(device))
-            feats = [F.adaptive_max_pool2d(h, min(grid, h.shape[-1])).flatten(1) for h in D.features(x)]
+            feats = [F.adaptive_max_pool2d(h, min(grid, h.shape[-1])).flatten(1)
+                     for i, h in enumerate(D.features(x)) if i in keep]
             out.append(torch.cat(feats, 1).float().cpu())  # (B, F)
     finally:
         D.train(was_training)
     return torch.cat(out).numpy()
 
 
-def d_feature_dim(D: Discriminator, grid: int = 4) -> int:
+def _check_layers(D: Discriminator, layers: Sequence[int] | None) -> set[int]:
+    n = len(D.stages)
+    if layers is None:
+        return set(range(n))
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad or not layers:
+        raise DCGANError(f"--layers {','.join(map(str, layers))}: this D has conv stages 0..{n - 1}; "
+                         f"name some of them, e.g. --layers {n - 1}")
+    return set(layers)
+
+
+def d_feature_dim(D: Discriminator, grid: int = 4, layers: Sequence[int] | None = None) -> int:
     """The length of `d_features` for this D (without running it on data)."""
+    keep = _check_layers(D, layers)
     x = torch.zeros(1, D.channels, D.image_size, D.image_size)
     with torch.no_grad():
         was = D.training
         D.eval()
-        dims = [h.shape[1] * min(grid, h.shape[-1]) ** 2 for h in D.features(x)]
+        dims = [h.shape[1] * min(grid, h.shape[-1]) ** 2 for i, h in enumerate(D.features(x)) if i in keep]
         D.train(was)
     return sum(dims)
 
@@ -249,6 +264,7 @@ class FeatureOptions:
     kmeans_centroids: int = 400
     kmeans_stride: int = 2
     grid: int = 4  # §5.1: max-pool each layer to 4x4
+    layers: tuple[int, ...] | None = None  # D stages used (None = all, the paper's choice)
     seed: int = 0
     batch_size: int = 256
     search_size: int = 2000  # training examples used to pick C (then refit on all)
@@ -373,6 +389,7 @@ def run_features(D: Discriminator, cfg_model, train: ImageData, test: ImageData,
     bad = [m for m in opts.modes if m not in ("full", "few")]
     if bad:
         raise DCGANError(f"unknown mode(s) {', '.join(bad)}; use full, few")
+    _check_layers(D, opts.layers)
     data = split_data(train, test, opts)
     pool = data[0][0]
     results = FeatureResults(train.name, int(train.images.shape[-1]),
@@ -384,7 +401,8 @@ def run_features(D: Discriminator, cfg_model, train: ImageData, test: ImageData,
             net = reestimate_bn(net, pool, batch_size=opts.batch_size, device=device)
 
             def extract(x, net=net):
-                return d_features(net, x, grid=opts.grid, batch_size=opts.batch_size, device=device)
+                return d_features(net, x, grid=opts.grid, batch_size=opts.batch_size, device=device,
+                                  layers=opts.layers)
         elif method == "pixels":
             extract = pixel_features
         else:
