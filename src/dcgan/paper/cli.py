@@ -54,23 +54,16 @@ def _positive(value: int, flag: str) -> int:
     return value
 
 
-def _floats(text: str, flag: str) -> tuple[float, ...]:
+def _numbers(text: str, flag: str, kind: type = float) -> tuple:
+    """'0,0.5,1' -> (0.0, 0.5, 1.0) (or ints with kind=int); one-line errors for the CLI."""
+    example = "0,0.5,1" if kind is float else "1,2"
+    what = "numbers" if kind is float else "integers"
     try:
-        vals = tuple(float(t) for t in text.split(",") if t.strip())
+        vals = tuple(kind(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise DCGANError(f"{flag} {text!r} is not a comma-separated list of numbers, e.g. 0,0.5,1") from None
+        raise DCGANError(f"{flag} {text!r} is not a comma-separated list of {what}, e.g. {example}") from None
     if not vals:
-        raise DCGANError(f"{flag} is empty; give numbers like 0,0.5,1")
-    return vals
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise DCGANError(f"{flag} {text!r} is not a comma-separated list of integers, e.g. 1,2") from None
-    if not vals:
-        raise DCGANError(f"{flag} is empty; give integers like 1,2")
+        raise DCGANError(f"{flag} is empty; give {what} like {example}")
     return vals
 
 
@@ -125,8 +118,8 @@ def cmd_features(args: argparse.Namespace) -> int:
                           per_class=args.per_class, draws=args.draws,
                           modes=_names(args.modes, "--modes", ("full", "few")),
                           methods=_names(args.methods, "--methods", METHODS),
-                          Cs=_floats(args.cs, "--cs"), kmeans_centroids=args.kmeans_centroids,
-                          layers=_ints(args.layers, "--layers") if args.layers else None, seed=args.seed)
+                          Cs=_numbers(args.cs, "--cs"), kmeans_centroids=args.kmeans_centroids,
+                          layers=_numbers(args.layers, "--layers", int) if args.layers else None, seed=args.seed)
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
     data_cfg = cfg.data
@@ -240,7 +233,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> int:
         dst = parse_indices(args.direction_to, n, "--direction-to")
         base = parse_indices(args.base, n, "--base") if args.base else c
         dpath = Path(args.direction_out) if args.direction_out else out.with_name(out.stem + "_direction.png")
-        direction_figure(G, z, src, dst, base, dpath, strengths=_floats(args.strengths, "--strengths"))
+        direction_figure(G, z, src, dst, base, dpath, strengths=_numbers(args.strengths, "--strengths"))
         print(f"wrote {dpath}")
     return 0
 

@@ -95,7 +95,7 @@ def d_features(D: Discriminator, images: torch.Tensor, *, grid: int = 4, batch_s
         for i in range(0, images.shape[0], batch_size):
             x = to_model_range(images[i:i + batch_size].to(device))
             feats = [F.adaptive_max_pool2d(h, min(grid, h.shape[-1])).flatten(1)
-                     for i, h in enumerate(D.features(x)) if i in keep]
+                     for k, h in enumerate(D.features(x)) if k in keep]
             out.append(torch.cat(feats, 1).float().cpu())  # (B, F)
     finally:
         D.train(was_training)
@@ -120,7 +120,7 @@ def d_feature_dim(D: Discriminator, grid: int = 4, layers: Sequence[int] | None 
     with torch.no_grad():
         was = D.training
         D.eval()
-        dims = [h.shape[1] * min(grid, h.shape[-1]) ** 2 for i, h in enumerate(D.features(x)) if i in keep]
+        dims = [h.shape[1] * min(grid, h.shape[-1]) ** 2 for k, h in enumerate(D.features(x)) if k in keep]
         D.train(was)
     return sum(dims)
 
