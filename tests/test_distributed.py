@@ -21,7 +21,8 @@ import yaml
 from dcgan import distributed as dist_utils
 from dcgan.config import from_dict
 from dcgan.data import DEBIAN_FASHION_MNIST
-from dcgan.train import _rescale_position, read_metrics, train
+from dcgan.runs import read_metrics
+from dcgan.train import _rescale_position, train
 
 STEPS, BATCH = 6, 32
 

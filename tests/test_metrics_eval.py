@@ -14,7 +14,8 @@ from dcgan.metrics.classifier import get_classifier, train_classifier
 from dcgan.metrics.evaluator import Evaluator
 from dcgan.metrics.memorisation import memorisation
 from dcgan.models import build_models
-from dcgan.train import read_metrics, train
+from dcgan.runs import read_metrics
+from dcgan.train import train
 
 SUBSET = 1024  # training images for the tiny classifier (16px, 2 epochs: a few seconds)
 

@@ -10,7 +10,8 @@ import torch
 from dcgan import gan
 from dcgan.checkpoint import load_checkpoint, load_models, save_checkpoint
 from dcgan.errors import CheckpointError, DCGANError
-from dcgan.train import TrainingDiverged, read_metrics, train
+from dcgan.runs import read_metrics
+from dcgan.train import TrainingDiverged, train
 
 
 def states_equal(a: dict, b: dict) -> bool:

@@ -79,8 +79,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_models
+    from .devices import pick_device
     from .sampling import generate, noise, numbered_grid, save_folder, save_grid
-    from .train import pick_device
 
     if args.num <= 0:
         raise DCGANError(f"--num {args.num} must be > 0")

@@ -17,18 +17,10 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .metrics import registry
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
-# Evaluation metrics (dcgan.metrics): *_clf and coverage use the project's classifier, the rest
-# Inception-v3. Each produces the scores listed; eval.best must be one of them.
-EVAL_METRICS = ("fd_clf", "kid_clf", "pr_clf", "is_clf", "coverage", "fid", "kid", "pr", "is")
-EVAL_SCORES = {
-    "fd_clf": ("fd_clf",), "kid_clf": ("kid_clf",), "pr_clf": ("precision_clf", "recall_clf"),
-    "is_clf": ("is_clf",), "coverage": ("coverage",), "fid": ("fid",), "kid": ("kid",),
-    "pr": ("precision", "recall"), "is": ("is",),
-}
-LOWER_IS_BETTER = frozenset({"fd_clf", "kid_clf", "fid", "kid"})
 
 
 @dataclass
@@ -158,9 +150,9 @@ def _validate(cfg: Config) -> None:
     if cfg.data.num_workers < -1:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0, or -1 for auto")
     for m in cfg.eval.metrics:
-        if m not in EVAL_METRICS:
-            raise ConfigError(f"eval.metrics has {m!r}, not a metric; use any of {', '.join(EVAL_METRICS)}")
-    produced = [k for m in cfg.eval.metrics for k in EVAL_SCORES[m]]
+        if m not in registry.METRICS:
+            raise ConfigError(f"eval.metrics has {m!r}, not a metric; use any of {', '.join(registry.METRICS)}")
+    produced = registry.ranked_keys(cfg.eval.metrics)
     if cfg.eval.every > 0 and cfg.eval.best not in produced:
         raise ConfigError(f"eval.best={cfg.eval.best!r} is not a score of eval.metrics={cfg.eval.metrics}; "
                           f"use one of {', '.join(produced) or '(add metrics first)'}")

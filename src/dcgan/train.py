@@ -15,9 +15,7 @@ step, so a resumed run continues exactly as if it had not stopped.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
 import signal
 import sys
@@ -35,17 +33,16 @@ import torch
 from . import __version__
 from . import distributed as dist_utils
 from .checkpoint import (
-    checkpoint_config,
-    load_checkpoint,
     load_state,
-    resolve_checkpoint,
     save_checkpoint,
 )
 from .config import Config, from_dict, save_config
 from .data import Batches, to_model_range
+from .devices import pick_device
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
+from .runs import MetricsLog, RunPlan, plan_run, plot_curves, plot_scores
 from .sampling import generate, noise, save_grid
 
 log = logging.getLogger(__name__)
@@ -53,168 +50,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(DCGANError):
     """A loss became NaN or infinite."""
-
-
-# --- devices and run directories ---------------------------------------------------------------
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto: CUDA, then Apple's MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DCGANError(f"train.device={name!r} but CUDA is not available here; use train.device=auto or cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DCGANError(f"train.device={name!r} but MPS is not available here; use train.device=auto or cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
-
-
-def holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / n).exists() for n in ("config.yaml", "checkpoints", "metrics.jsonl"))
-
-
-def new_run_dir(base: str | Path, name: str) -> Path:
-    """runs/<name>-NNN with the next free number, claimed atomically."""
-    base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{name}-*") if p.name.rsplit("-", 1)[1].isdigit()]
-    n = max(taken, default=0) + 1
-    while True:
-        path = base / f"{name}-{n:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
-@dataclass
-class RunPlan:
-    cfg: Config
-    run_dir: Path
-    resume_ckpt: dict[str, Any] | None
-    resumed_from: Path | None
-
-
-def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
-             overrides: list[str] | None = None, runs_root: str | Path = "runs",
-             create: bool = True) -> RunPlan:
-    """Decide the config and run directory; never reuse a directory that holds another run.
-
-    Resuming `<run>/checkpoints/last.pt` (or `<run>`) continues in `<run>`. Resuming any other
-    checkpoint (an older step) starts a new numbered run from it, so the later checkpoints of
-    the original run are never overwritten. `overrides` apply on top of the checkpoint's config.
-    """
-    if resume is not None:
-        path = resolve_checkpoint(resume)
-        ckpt = load_checkpoint(path)
-        saved = checkpoint_config(ckpt).to_dict()
-        cfg = from_dict(saved, overrides)
-        origin = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        if run_dir is not None and Path(run_dir).resolve() != origin.resolve():
-            target = Path(run_dir)
-            if holds_run(target):
-                raise DCGANError(f"run directory {str(target)!r} already holds a run; choose an empty --run-dir")
-        elif path.name == "last.pt" and path.parent.name == "checkpoints":
-            target = origin
-        else:
-            target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
-        return RunPlan(cfg, target, ckpt, path)
-    assert cfg is not None
-    if run_dir is not None:
-        target = Path(run_dir)
-        if holds_run(target):
-            raise DCGANError(f"run directory {str(target)!r} already holds a run; pass --resume {target} to "
-                             "continue it, or choose another --run-dir")
-    else:
-        target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
-    return RunPlan(cfg, target, None, None)
-
-
-# --- logging -----------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """Appends JSON lines to metrics.jsonl (and TensorBoard when asked); rank 0 only."""
-
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None) -> None:
-        self.path = path
-        self.tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise DCGANError("train.tensorboard=true needs the tensorboard package; "
-                                 "run `pip install tensorboard` or set train.tensorboard=false") from None
-            self.tb = SummaryWriter(str(tensorboard_dir))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(path: str | Path, kind: str = "train") -> list[dict[str, Any]]:
-    """The records of one kind, the latest per step (a resumed run may repeat steps)."""
-    by_step: dict[int, dict[str, Any]] = {}
-    p = Path(path)
-    if not p.is_file():
-        return []
-    for line in p.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if rec.get("kind") == kind:
-            by_step[rec["step"]] = rec
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def plot_curves(metrics_path: Path, out: Path) -> Path | None:
-    """Losses and D's outputs against step, as one PNG."""
-    rows = read_metrics(metrics_path)
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
-    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
-    ax1.set_xlabel("step")
-    ax1.set_title("losses (BCE, mean over each log window)")
-    ax1.legend()
-    ax2.plot(steps, [r["d_real"] for r in rows], label="D(x)")
-    ax2.plot(steps, [r["d_fake"] for r in rows], label="D(G(z)) before D step")
-    ax2.plot(steps, [r["d_fake_after"] for r in rows], label="D(G(z)) after D step")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("step")
-    ax2.set_title("discriminator outputs")
-    ax2.legend()
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
 
 
 class StopFlag:
@@ -534,6 +369,7 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
                     scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(G, s))
                     if scores is not None:
                         metrics.write({"kind": "eval", "step": step, **scores})
+                        plot_scores(run_dir / "metrics.jsonl", run_dir / "scores.png", cfg.eval.best)
                         if evaluator.is_better(scores, best):
                             best = {"step": step, **scores}
                             save("best")

@@ -2,16 +2,28 @@
 
 Two feature networks, never confused: Inception-v3 through torchmetrics (`fid`, `kid`, `is`,
 `precision`/`recall`) and the project's own classifier (`fd_clf`, `kid_clf`, `is_clf`,
-`precision_clf`/`recall_clf`, `coverage`). See docs/evaluation.md.
+`precision_clf`/`recall_clf`, `coverage`). The metrics are declared once, in `registry`.
+See docs/evaluation.md.
+
+Names are imported on first use, so `dcgan.metrics.registry` (which the config uses) loads
+without torch or the evaluator.
 """
 
-from .evaluator import METRICS, Evaluator, build_evaluator, resolve_metrics
-from .frechet import frechet_distance, gaussian_stats
-from .inception import inception_score
-from .kid import kernel_distance, mmd2_unbiased
-from .prdc import precision_recall
+from __future__ import annotations
 
-__all__ = [
-    "METRICS", "Evaluator", "build_evaluator", "frechet_distance", "gaussian_stats", "inception_score",
-    "kernel_distance", "mmd2_unbiased", "precision_recall", "resolve_metrics",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "METRICS": "registry", "register_metric": "registry",
+    "Evaluator": "evaluator", "build_evaluator": "evaluator", "resolve_metrics": "evaluator",
+    "frechet_distance": "frechet", "gaussian_stats": "frechet", "inception_score": "inception",
+    "kernel_distance": "kid", "mmd2_unbiased": "kid", "precision_recall": "prdc",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -86,7 +86,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoint import load_models
     from ..data import load_images
-    from ..train import pick_device
+    from ..devices import pick_device
     from .evaluator import Evaluator, append_record, format_table, resolve_metrics
 
     if args.num < 10:
@@ -157,7 +157,7 @@ def add_classifier(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
-    from ..train import pick_device
+    from ..devices import pick_device
     from .classifier import classifier_path, load_classifier, train_classifier
 
     if args.epochs <= 0:
@@ -199,8 +199,8 @@ def add_nn(sub: argparse._SubParsersAction) -> None:
 def cmd_nn(args: argparse.Namespace) -> int:
     from ..checkpoint import load_models
     from ..data import load_images, to_uint8
+    from ..devices import pick_device
     from ..sampling import generate, noise
-    from ..train import pick_device
     from .classifier import get_classifier
     from .memorisation import memorisation, plot_memorisation
 

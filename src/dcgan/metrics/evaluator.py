@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import EVAL_METRICS, LOWER_IS_BETTER, Config, DataConfig
+from ..config import Config, DataConfig
 from ..data import load_images, to_uint8
 from ..errors import DCGANError
 from ..sampling import generate, noise
+from . import registry
 from .classifier import TrainedClassifier, get_classifier
 from .frechet import frechet_distance, gaussian_stats
 from .inception import InceptionFeatures, inception_score
@@ -37,18 +38,7 @@ from .prdc import precision_recall
 log = logging.getLogger(__name__)
 
 # metric name -> (feature network, the score keys it produces)
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "fd_clf": ("classifier", ("fd_clf",)),
-    "kid_clf": ("classifier", ("kid_clf", "kid_clf_std")),
-    "pr_clf": ("classifier", ("precision_clf", "recall_clf")),
-    "is_clf": ("classifier", ("is_clf", "is_clf_std")),
-    "coverage": ("classifier", ("coverage",)),
-    "fid": ("inception", ("fid",)),
-    "kid": ("inception", ("kid", "kid_std")),
-    "pr": ("inception", ("precision", "recall")),
-    "is": ("inception", ("is", "is_std")),
-}
-assert set(METRICS) == set(EVAL_METRICS)
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {n: (m.network, m.keys) for n, m in registry.METRICS.items()}
 # Generic names that --features maps onto one network.
 GENERIC = {"fd": ("fd_clf", "fid"), "fid": ("fd_clf", "fid"), "kid": ("kid_clf", "kid"),
            "pr": ("pr_clf", "pr"), "is": ("is_clf", "is")}
@@ -89,7 +79,7 @@ def is_better(key: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool
         return False
     if old is None or old.get(key) is None or not math.isfinite(old[key]):
         return True
-    return value < old[key] if key in LOWER_IS_BETTER else value > old[key]
+    return value < old[key] if registry.lower_is_better(key) else value > old[key]
 
 
 # --- real-data statistics, cached on disk ----------------------------------------------------------
@@ -248,14 +238,11 @@ class Evaluator:
         return to_uint8(generate(G, z)).cpu()
 
     def __call__(self, G: torch.nn.Module, step: int) -> dict[str, Any]:
-        """The training loop's hook: score G (left in its mode), redraw scores.png."""
+        """The training loop's hook: score G (left in its mode) with the fixed evaluation noise."""
         t = time.perf_counter()
         scores = self.score_images(self.generate(G))
         scores["eval_seconds"] = round(time.perf_counter() - t, 1)
         log.info("eval at step %d: %s", step, format_scores(scores))
-        if self.run_dir is not None:
-            plot_scores(self.run_dir / "metrics.jsonl", self.run_dir / "scores.png", self.best,
-                        extra={"step": step, **scores})
         return scores
 
     def is_better(self, scores: dict[str, Any], best: dict[str, Any] | None) -> bool:
@@ -289,53 +276,13 @@ def format_table(scores: dict[str, Any]) -> str:
     for k in [k for _, keys in METRICS.values() for k in keys]:
         if k in scores and not k.endswith("_std"):
             std = scores.get(k + "_std")
-            better = "lower is better" if k in LOWER_IS_BETTER else "higher is better"
+            better = "lower is better" if registry.lower_is_better(k) else "higher is better"
             val = f"{scores[k]:.4f}" + (f" +- {std:.4f}" if std is not None else "")
             rows.append(f"  {k:<18} {val:<22} ({better})")
     proto = [f"  {k:<18} {scores[k]}" for k in ("features", "clf_test_accuracy", "split", "n_real", "n_gen",
                                                  "image_size", "step", "checkpoint", "images")
              if k in scores]
     return "scores:\n" + "\n".join(rows) + "\nprotocol:\n" + "\n".join(proto)
-
-
-def plot_scores(metrics_path: Path, out: Path, best_key: str, extra: dict[str, Any] | None = None) -> Path | None:
-    """Every score against step (one panel each), the best step of `best_key` marked."""
-    from ..train import read_metrics
-
-    rows = read_metrics(metrics_path, "eval")
-    if extra is not None:
-        rows = [r for r in rows if r["step"] != extra["step"]] + [extra]
-        rows.sort(key=lambda r: r["step"])
-    keys = [k for k in [k for _, ks in METRICS.values() for k in ks if not k.endswith("_std")]
-            if any(isinstance(r.get(k), (int, float)) for r in rows)]
-    if not rows or not keys:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
-        ax.plot(*zip(*pts), marker="o", ms=3)
-        if k == best_key:
-            best = (min if k in LOWER_IS_BETTER else max)(pts, key=lambda p: p[1])
-            ax.plot(*best, marker="*", ms=14, color="tab:red", label=f"best: {best[1]:.3g} @ {best[0]}")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("step")
-        arrow = "lower is better" if k in LOWER_IS_BETTER else "higher is better"
-        ax.set_title(f"{k} ({arrow})", fontsize=9)
-    last = rows[-1]
-    fig.suptitle(f"{last.get('features', '')}: {last.get('n_gen', '?')} generated vs {last.get('n_real', '?')} "
-                 f"real {last.get('split', '')} images, {last.get('image_size', '?')}px", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
 
 
 def append_record(metrics_path: Path, record: dict[str, Any]) -> None:

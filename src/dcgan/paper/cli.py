@@ -43,7 +43,7 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str):
-    from ..train import pick_device
+    from ..devices import pick_device
 
     return pick_device(name)
 

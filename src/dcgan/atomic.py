@@ -1,0 +1,58 @@
+"""Atomic file writes: every file the project writes appears whole or not at all.
+
+One helper, `atomic_write`: the content goes to a temporary file in the same folder, is
+flushed to disk, then renamed over the target (a rename within one file system is atomic).
+A crash, a full disk or Ctrl-C mid-write leaves the old file (or none), never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path` for writing; on success fsync it and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(file)` on a temporary binary file, then move it to `path` atomically."""
+    with atomic_open(path, "wb") as f:
+        write(f)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def torch_save(obj: Any, path: str | Path) -> Path:
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """A matplotlib figure as PNG, atomically (the format is given, the temp name has no suffix)."""
+    kwargs.setdefault("format", "png")
+    return atomic_write(path, lambda f: fig.savefig(f, **kwargs))
