@@ -13,8 +13,8 @@ from PIL import Image
 from dcgan.cli import main
 
 
-def tiny_args(fmnist_root, cache_dir, *extra):
-    sets = [f"data.root={fmnist_root}", f"data.cache_dir={cache_dir}", "data.subset=256", "data.image_size=16",
+def tiny_args(root, cache_dir, *extra):
+    sets = [f"data.root={root}", f"data.cache_dir={cache_dir}", "data.subset=256", "data.image_size=16",
             "model.ngf=8", "model.ndf=8", "train.batch_size=32", "train.max_steps=4", "train.log_every=2",
             "train.sample_every=2", "train.checkpoint_every=2", "train.num_fixed=16", "train.progress=false",
             "train.device=cpu", "data.download=false"]
@@ -24,9 +24,9 @@ def tiny_args(fmnist_root, cache_dir, *extra):
     return args
 
 
-def test_train_resume_sample(fmnist_root, cache_dir, tmp_path, capsys):
+def test_train_resume_sample(synthetic_root, cache_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *tiny_args(fmnist_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 0
+    assert main(["train", *tiny_args(synthetic_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 0
     assert (run / "checkpoints" / "last.pt").is_file()
     assert "finished at step 4" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--set", "train.max_steps=6"]) == 0
@@ -46,9 +46,9 @@ def test_train_resume_sample(fmnist_root, cache_dir, tmp_path, capsys):
     assert torch.load(tmp_path / "z.pt").shape == (9, 100)
 
 
-def test_same_seed_same_samples(fmnist_root, cache_dir, tmp_path):
+def test_same_seed_same_samples(synthetic_root, cache_dir, tmp_path):
     run = tmp_path / "run"
-    main(["train", *tiny_args(fmnist_root, cache_dir, "eval.every=0"), "--run-dir", str(run)])
+    main(["train", *tiny_args(synthetic_root, cache_dir, "eval.every=0"), "--run-dir", str(run)])
     for name in ("a", "b"):
         main(["sample", "--checkpoint", str(run), "--num", "4", "--out", str(tmp_path / name), "--seed", "7"])
     assert (tmp_path / "a" / "000003.png").read_bytes() == (tmp_path / "b" / "000003.png").read_bytes()
@@ -80,11 +80,11 @@ def test_missing_dataset_offline(tmp_path, capsys, monkeypatch):
     assert "cifar10 (train) not found under" in err and "data.download=true" in err
 
 
-def test_existing_run_dir_refused(fmnist_root, cache_dir, tmp_path, capsys):
+def test_existing_run_dir_refused(synthetic_root, cache_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *tiny_args(fmnist_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 0
+    assert main(["train", *tiny_args(synthetic_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 0
     before = (run / "checkpoints" / "last.pt").read_bytes()
-    assert main(["train", *tiny_args(fmnist_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 2
+    assert main(["train", *tiny_args(synthetic_root, cache_dir, "eval.every=0"), "--run-dir", str(run)]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
@@ -99,14 +99,14 @@ def test_console_script_and_module_entry_points(tmp_path):
     assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
 
 
-def test_ctrl_c_saves_at_a_step_boundary_and_exits_130(fmnist_root, cache_dir, tmp_path):
+def test_ctrl_c_saves_at_a_step_boundary_and_exits_130(synthetic_root, cache_dir, tmp_path):
     """A real SIGINT to a running `dcgan train`: it stops at a step boundary, saves last.pt."""
     import json
     import signal
     import time
 
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "dcgan", "train", *tiny_args(fmnist_root, cache_dir, "eval.every=0",
+    argv = [sys.executable, "-m", "dcgan", "train", *tiny_args(synthetic_root, cache_dir, "eval.every=0",
                                                              "train.max_steps=100000", "train.log_every=1",
                                                              "train.checkpoint_every=0"),
             "--run-dir", str(run)]

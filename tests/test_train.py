@@ -75,9 +75,18 @@ def test_existing_run_dir_is_never_overwritten(tiny_cfg, tmp_path):
 
 
 def test_checkpoint_of_another_architecture(tiny_cfg, tmp_path):
-    train(tiny_cfg(), run_dir=tmp_path / "r")
+    run = train(tiny_cfg(), run_dir=tmp_path / "r").run_dir
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(DCGANError, match="cannot change model.ngf=16 .was 8."):
+        train(resume=run, overrides=["model.ngf=16", "train.max_steps=10"])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # a refused resume writes nothing
+    # A checkpoint whose weights do not fit its own config (edited by hand): a one-line error.
+    ck = load_checkpoint(run)
+    ck["config"]["model"]["ngf"] = 16
+    save_checkpoint(ck, tmp_path / "edited.pt")
     with pytest.raises(CheckpointError, match="another architecture"):
-        train(resume=tmp_path / "r", overrides=["model.ngf=16", "train.max_steps=10"])
+        train(resume=tmp_path / "edited.pt", overrides=["train.max_steps=10"], runs_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # nor does a failed branch leave a directory
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
@@ -96,7 +105,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="could not write checkpoint .* previous checkpoints are intact"):
         save_checkpoint({"a": torch.zeros(2)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))  # old file intact
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind

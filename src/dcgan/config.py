@@ -25,13 +25,13 @@ IMAGE_SIZES = (16, 32, 64, 128, 256)
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # one of DATASETS
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion_mnist | svhn | celeba | lsun | folder
     root: str = "./data"  # where torchvision datasets live / the image folder for `folder`
     image_size: int = 64  # a power of two, 16..256; images are resized + centre-cropped to it
     channels: int = 3  # 1 (grayscale) or 3 (RGB); images are converted as needed
     download: bool = True  # let torchvision download the dataset when it is missing
     split: str = "train"  # the split to train on (dataset-specific: train/test, extra for SVHN, ...)
-    lsun_classes: list[str] = field(default_factory=lambda: ["bedroom_train"])
+    lsun_classes: list[str] = field(default_factory=lambda: ["bedroom_train"])  # LSUN categories (lmdb folders)
     subset: int = 0  # use only the first N images (0 = all); handy for smoke tests
     in_memory: str = "auto"  # auto | always | never: decode once to a uint8 tensor cache
     cache_dir: str = "~/.cache/dcgan"  # where decoded uint8 caches are kept
@@ -53,16 +53,16 @@ class ModelConfig:
 class TrainConfig:
     batch_size: int = 128  # §4: mini-batch SGD with batch 128
     batch_size_scope: str = "per_rank"  # per_rank | global (with several processes)
-    epochs: int = 25
+    epochs: int = 25  # passes over the data (used when max_steps is 0)
     max_steps: int = 0  # training iterations; when > 0 it wins over epochs
     lr_g: float = 2e-4  # §4: Adam lr 0.0002
-    lr_d: float = 2e-4
+    lr_d: float = 2e-4  # §4: Adam lr 0.0002 for D too
     beta1: float = 0.5  # §4: 0.9 oscillated, 0.5 stabilised training
-    beta2: float = 0.999
+    beta2: float = 0.999  # Adam beta2 (the paper keeps the default)
     weight_decay: float = 0.0  # the authors' Theano code used L2 1e-5
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
-    seed: int = 0
+    seed: int = 0  # RNG seed: weights, data order and noise are functions of it
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
     channels_last: str = "auto"  # auto (CPU and CUDA: faster there) | true | false
@@ -79,7 +79,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = 0  # steps between evaluations during training (0 = off)
-    metrics: list[str] = field(default_factory=lambda: ["fd_clf", "coverage", "is_clf"])
+    metrics: list[str] = field(default_factory=lambda: ["fd_clf", "coverage", "is_clf"])  # see docs/evaluation.md
     num_samples: int = 5000  # generated images per evaluation
     best: str = "fd_clf"  # the score that picks checkpoints/best.pt (lower is better for fd/fid/kid)
     split: str = "test"  # the real split the samples are compared with (all of its images)
@@ -90,7 +90,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    name: str = "dcgan"
+    name: str = "dcgan"  # the run's name: runs/<name>-NNN
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -295,4 +295,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from .atomic import write_text
+
+    try:
+        write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    except OSError as e:
+        raise ConfigError(f"could not write {str(path)!r} ({e.strerror or e}); "
+                          "make the folder writable or free disk space") from None
+
+
+def describe_keys() -> list[tuple[str, Any, str]]:
+    """(key, default, explanation) for every config key, read from the schema above: the
+    explanation is the comment on the field's line, so the schema documents itself once."""
+    import inspect
+    import re
+
+    rows = []
+    defaults = _flatten(Config().to_dict())
+    for section, cls in (("", Config), ("data.", DataConfig), ("model.", ModelConfig),
+                         ("train.", TrainConfig), ("eval.", EvalConfig)):
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=.*?(?:#\s*(.*))?$", line)
+            if m and f"{section}{m.group(1)}" in defaults:
+                rows.append((f"{section}{m.group(1)}", defaults[f"{section}{m.group(1)}"], m.group(2) or ""))
+    return rows

@@ -250,7 +250,8 @@ class FaultHooks:
     seen: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_env(cls) -> FaultHooks:
+    def from_env(cls) -> FaultHooks | None:
+        """The hooks the DCGAN_TEST_* variables ask for, or None (the normal case)."""
         hooks = cls()
         kill = os.environ.get("DCGAN_TEST_KILL_RANK_AT_STEP")
         if kill and restart_count() == 0:  # a torchrun restart runs clean
@@ -258,7 +259,7 @@ class FaultHooks:
             hooks.kill_rank, hooks.kill_step = int(rank), int(step)
         dump = os.environ.get("DCGAN_TEST_DUMP_DIR")
         hooks.dump_dir = Path(dump) if dump else None
-        return hooks
+        return hooks if hooks.kill_step is not None or hooks.dump_dir is not None else None
 
     def maybe_die(self, rank: int, step: int) -> None:
         if self.kill_step is not None and (rank, step) == (self.kill_rank, self.kill_step):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,11 @@ def holds_run(path: Path) -> bool:
 def new_run_dir(base: str | Path, name: str) -> Path:
     """runs/<name>-NNN with the next free number, claimed atomically."""
     base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DCGANError(f"cannot create {str(base)!r} for run directories ({e.strerror}); "
+                         "pick a writable --runs-root or --run-dir") from None
     taken = [int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{name}-*") if p.name.rsplit("-", 1)[1].isdigit()]
     n = max(taken, default=0) + 1
     while True:
@@ -50,6 +54,21 @@ def new_run_dir(base: str | Path, name: str) -> Path:
             return path
         except FileExistsError:
             n += 1
+        except OSError as e:
+            raise DCGANError(f"cannot create run directory {str(path)!r} ({e.strerror}); "
+                             "pick a writable --runs-root or --run-dir") from None
+
+
+# Config keys a resume may change; the new values take effect from the resumed step on and
+# are logged in the resume record. Any other change (the networks, the data, the batch, the
+# seed) would make the run something else: start a new run for that.
+RESUME_MAY_CHANGE = (
+    "name", "train.epochs", "train.max_steps", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
+    "train.weight_decay", "train.device", "train.precision", "train.channels_last", "train.compile",
+    "train.sync_bn", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
+    "train.progress", "data.root", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",
+    "eval.",
+)
 
 
 @dataclass
@@ -58,6 +77,64 @@ class RunPlan:
     run_dir: Path
     resume_ckpt: dict[str, Any] | None
     resumed_from: Path | None
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # resume: key -> (old, new)
+    created: bool = False  # this process made run_dir (a failed start removes it again)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_changes(saved: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """The config values a resume changes; refuses a change that would make it another run."""
+    old, cur = _flat(saved.to_dict()), _flat(new.to_dict())
+    changed = {k: (old[k], cur[k]) for k in cur if old.get(k) != cur[k]}
+    refused = [k for k in changed if not k.startswith(RESUME_MAY_CHANGE)]
+    if refused:
+        what = ", ".join(f"{k}={changed[k][1]!r} (was {changed[k][0]!r})" for k in refused)
+        raise DCGANError(f"a resume cannot change {what}; it continues the same run: start a new run "
+                         "(--config ... --set ...) to train with other settings")
+    return changed
+
+
+def _check_architecture(cfg: Config, ckpt: dict[str, Any], path: Path) -> None:
+    """Load the checkpoint's G and D into fresh networks of `cfg`: a mismatch fails before any write."""
+    from .checkpoint import load_state
+    from .models import build_models
+
+    G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
+    load_state(G, ckpt["G"], "G", path)
+    load_state(D, ckpt["D"], "D", path)
+
+
+def _claim(target: Path, create: bool) -> bool:
+    """Make `target` if it is missing (rank 0 only); True when this call made it."""
+    if not create or target.exists():
+        return False
+    try:
+        target.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise DCGANError(f"cannot create run directory {str(target)!r} ({e.strerror}); "
+                         "pick a writable --run-dir or --runs-root") from None
+    return True
+
+
+def _is_newest(path: Path) -> bool:
+    """Whether checkpoint `path` is its run's newest state (last.pt, or the highest step-N.pt
+    when a killed first save left no last.pt)."""
+    if path.parent.name != "checkpoints":
+        return False
+    if path.name == "last.pt":
+        return True
+    return not (path.parent / "last.pt").exists() and resolve_checkpoint(path.parent.parent) == path
 
 
 def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
@@ -65,34 +142,41 @@ def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: s
              create: bool = True) -> RunPlan:
     """Decide the config and run directory; never reuse a directory that holds another run.
 
-    Resuming `<run>/checkpoints/last.pt` (or `<run>`) continues in `<run>`. Resuming any other
-    checkpoint (an older step) starts a new numbered run from it, so the later checkpoints of
-    the original run are never overwritten. `overrides` apply on top of the checkpoint's config.
+    Resuming a run directory (its newest checkpoint) continues in that directory. Resuming any
+    older checkpoint starts a new numbered run beside the original (or in --run-dir), so the
+    later checkpoints of the original run are never overwritten. `overrides` apply on top of the
+    checkpoint's config (see RESUME_MAY_CHANGE). Nothing is written but the new, empty
+    directory (rank 0, `create`), and only once the resume is known to be valid.
     """
     if resume is not None:
         path = resolve_checkpoint(resume)
         ckpt = load_checkpoint(path)
-        saved = checkpoint_config(ckpt).to_dict()
-        cfg = from_dict(saved, overrides)
+        saved = checkpoint_config(ckpt)
+        cfg = from_dict(saved.to_dict(), overrides)
+        changed = resume_changes(saved, cfg)
+        _check_architecture(cfg, ckpt, path)
         origin = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         if run_dir is not None and Path(run_dir).resolve() != origin.resolve():
             target = Path(run_dir)
             if holds_run(target):
                 raise DCGANError(f"run directory {str(target)!r} already holds a run; choose an empty --run-dir")
-        elif path.name == "last.pt" and path.parent.name == "checkpoints":
+        elif _is_newest(path):
             target = origin
-        else:
-            target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
-        return RunPlan(cfg, target, ckpt, path)
+        else:  # an older checkpoint: branch into a new run next to the original
+            root = origin.parent if path.parent.name == "checkpoints" else Path(runs_root)
+            target = new_run_dir(root, cfg.name) if create else root / cfg.name
+            return RunPlan(cfg, target, ckpt, path, changed, created=create)
+        return RunPlan(cfg, target, ckpt, path, changed, created=_claim(target, create))
     assert cfg is not None
     if run_dir is not None:
         target = Path(run_dir)
         if holds_run(target):
             raise DCGANError(f"run directory {str(target)!r} already holds a run; pass --resume {target} to "
                              "continue it, or choose another --run-dir")
-    else:
-        target = new_run_dir(runs_root, cfg.name) if create else Path(runs_root) / cfg.name
-    return RunPlan(cfg, target, None, None)
+        return RunPlan(cfg, target, None, None, created=_claim(target, create))
+    if not create:
+        return RunPlan(cfg, Path(runs_root) / cfg.name, None, None)
+    return RunPlan(cfg, new_run_dir(runs_root, cfg.name), None, None, created=True)
 
 
 # --- the log -----------------------------------------------------------------------------------
@@ -215,3 +299,56 @@ def plot_scores(metrics_path: str | Path, out: str | Path, best_key: str) -> Pat
     save_figure(fig, out, dpi=100)
     plt.close(fig)
     return Path(out)
+
+
+# --- one writer per run ------------------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An OS file lock on `<run>/.lock`, held by the one process that writes the run.
+
+    `fcntl.flock` locks die with their process (even on SIGKILL), so there is never a stale
+    marker to clean up. A second writer gets a one-line error naming the holder's PID.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        import os
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DCGANError(f"cannot lock run directory {str(self.path.parent)!r} ({e.strerror}); "
+                             "check that it exists and is writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise DCGANError(f"run directory {str(self.path.parent)!r} is being written by another process "
+                             f"(PID {holder}); wait for it to finish or stop it, or use another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,13 +1,9 @@
 """The training loop: one top-to-bottom function over a single step counter.
 
-A run directory explains itself:
-    config.yaml          the resolved config (defaults <- YAML <- --set)
-    metrics.jsonl        one JSON line per log step ("kind": "train"), evaluation ("eval"), resume
-    samples/real.png     a grid of training images
-    samples/fake-NNNNNNN.png  the fixed-noise grid every train.sample_every steps
-    curves.png           losses and D outputs against step
-    checkpoints/last.pt  the newest state; step-NNNNNNN.pt every train.checkpoint_every steps;
-                         best.pt for the best evaluation score (when eval.every > 0)
+`train(cfg)` plans the run (runs.py), builds data, networks and optimisers, restores a
+checkpoint when resuming, then runs `GANStep` (gan.py) until the step budget is spent,
+writing grids, curves, scores and checkpoints on the way. What a run directory holds is
+described in runs.py.
 
 All randomness is a function of (seed, epoch, step, rank): data order per epoch, noise per
 step, so a resumed run continues exactly as if it had not stopped.
@@ -17,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,17 +29,14 @@ import torch
 
 from . import __version__
 from . import distributed as dist_utils
-from .checkpoint import (
-    load_state,
-    save_checkpoint,
-)
-from .config import Config, from_dict, save_config
+from .checkpoint import load_state, save_checkpoint
+from .config import Config, save_config
 from .data import Batches, to_model_range
 from .devices import pick_device
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
-from .runs import MetricsLog, RunPlan, plan_run, plot_curves, plot_scores
+from .runs import MetricsLog, RunLock, RunPlan, plan_run, plot_curves, plot_scores
 from .sampling import generate, noise, save_grid
 
 log = logging.getLogger(__name__)
@@ -50,6 +44,84 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(DCGANError):
     """A loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    status: str  # "done" | "interrupted"
+    last_checkpoint: Path | None
+
+
+# --- the loop's named state --------------------------------------------------------------------
+
+
+@dataclass
+class DataPosition:
+    """Where the run is in the data stream: the epoch and the batch within it (checkpointed)."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def stream(self, batches: Batches, hooks: dist_utils.FaultHooks | None = None) -> Iterator[torch.Tensor]:
+        """Real batches across epoch boundaries, advancing the position as they are taken."""
+        while True:
+            for batch in batches.epoch(self.epoch, self.batch):
+                self.batch += 1
+                if hooks is not None:
+                    hooks.record(batch)
+                yield batch
+            self.epoch += 1
+            self.batch = 0
+
+
+@dataclass
+class LogWindow:
+    """The per-step stats since the last log line, kept on the device until `flush` reads them."""
+
+    start_time: float
+    start_step: int
+    stats: list[torch.Tensor] = field(default_factory=list)
+
+    def flush(self, step: int, images_per_step: int, info: dist_utils.DistInfo) -> dict[str, float] | None:
+        """The window's mean stats as a log record (the loop's only host sync); None if empty."""
+        if not self.stats:
+            return None
+        stats = dist_utils.all_mean(torch.stack(self.stats).float(), info).cpu()  # same on every rank
+        self.stats.clear()
+        if not torch.isfinite(stats).all():
+            raise TrainingDiverged(f"a loss became NaN/inf before step {step}")
+        now = time.perf_counter()
+        ips = (step - self.start_step) * images_per_step / max(now - self.start_time, 1e-9)
+        self.start_time, self.start_step = now, step
+        rec: dict[str, Any] = dict(zip(STAT_NAMES, stats.mean(0).tolist()))
+        rec.update(kind="train", step=step, kimg=round(step * images_per_step / 1000, 3),
+                   images_per_s=round(ips, 1), time=time.time())
+        return rec
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the config: networks, optimisers, position, noise."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    fixed_z: torch.Tensor
+    step: int = 0
+    position: DataPosition = field(default_factory=DataPosition)
+    best: dict[str, Any] | None = None
+
+    def checkpoint(self, cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
+            "rng": {"cpu": torch.get_rng_state()}, "fixed_z": self.fixed_z.cpu(),
+            "config": cfg.to_dict(), "best": self.best, "meta": meta,
+        }
 
 
 class StopFlag:
@@ -74,34 +146,44 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def _rescale_position(ck: dict[str, Any], saved_world: int, images_per_batch: int) -> int:
-    """The batch index, in a run with `images_per_batch` images per step over all ranks, that
-    continues a checkpoint written by `saved_world` ranks (ranks shard each epoch's permutation
-    round-robin, so after k batches on every rank the first k*B*world images are used)."""
-    meta = ck.get("meta", {})
-    per_rank = meta.get("per_rank_batch")
-    if per_rank is None:
-        saved_tc = from_dict(ck["config"]).train
-        per_rank = saved_tc.batch_size // saved_world if saved_tc.batch_size_scope == "global" \
-            else saved_tc.batch_size
-    return ck["batch"] * per_rank * saved_world // images_per_batch
+# --- outputs (rank 0 only) ---------------------------------------------------------------------
 
 
-# --- the loop ----------------------------------------------------------------------------------
+def save_last(state: TrainState, cfg: Config, meta: dict[str, Any], run_dir: Path) -> Path:
+    """checkpoints/last.pt: the newest state, what `--resume RUN` continues from."""
+    return save_checkpoint(state.checkpoint(cfg, meta), run_dir / "checkpoints" / "last.pt")
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    status: str  # "done" | "interrupted"
-    last_checkpoint: Path | None
+def save_periodic(state: TrainState, cfg: Config, meta: dict[str, Any], run_dir: Path) -> Path:
+    """checkpoints/step-NNNNNNN.pt: kept for good, never overwritten."""
+    return save_checkpoint(state.checkpoint(cfg, meta), run_dir / "checkpoints" / f"step-{state.step:07d}.pt")
+
+
+def save_best(state: TrainState, cfg: Config, meta: dict[str, Any], run_dir: Path) -> Path:
+    """checkpoints/best.pt: the state with the best `eval.best` score so far."""
+    return save_checkpoint(state.checkpoint(cfg, meta), run_dir / "checkpoints" / "best.pt")
+
+
+def save_samples(state: TrainState, run_dir: Path) -> None:
+    """The fixed-noise grid of this step, and the curves up to it."""
+    save_grid(generate(state.G, state.fixed_z), run_dir / "samples" / f"fake-{state.step:07d}.png")
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+
+
+def _diverged_hint(run_dir: Path) -> str:
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        return (f"the last good checkpoint is {last}; resume it with --resume {run_dir} --set train.lr_d=... "
+                "--set train.lr_g=... (lower; the new rates take effect) or --set train.precision=fp32")
+    return "no checkpoint was saved yet; lower train.lr_d/lr_g or use train.precision=fp32"
+
+
+# --- entry point -------------------------------------------------------------------------------
 
 
 def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
           overrides: list[str] | None = None, runs_root: str | Path = "runs") -> TrainResult:
-    """Train a DCGAN as `cfg` says; returns where everything went."""
-    # Resolve the process group, device and run directory.
+    """Train a DCGAN as `cfg` says (or continue the run/checkpoint `resume`); returns where it went."""
     info = dist_utils.from_env()
     if cfg is None and resume is None:
         cfg = Config()
@@ -117,20 +199,32 @@ def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resum
                 raise DCGANError(f"{e} (a torchrun restart resumes automatically only when the "
                                  "rendezvous id is unique: pass --rdzv-id, e.g. $SLURM_JOB_ID)") from None
             raise
-    cfg = plan.cfg
-    device = pick_device(cfg.train.device, info.local_rank)
-    if info.enabled and device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise DCGANError(f"process {info.local_rank} on this machine needs GPU {device.index} but there are "
-                         f"{torch.cuda.device_count()}; start at most one process per GPU (--nproc-per-node)")
-    try:
-        dist_utils.init_process_group(info, device)
-        return _train(cfg, plan, info, device)
-    except Exception as e:
-        if info.enabled and dist_utils.is_comm_failure(e):
-            raise dist_utils.peer_lost(e, info, "while starting", "start the run again") from None
-        raise
-    finally:
-        dist_utils.destroy()
+    with ExitStack() as stack:
+        if info.is_main:
+            try:
+                stack.enter_context(RunLock(plan.run_dir))
+            except DCGANError:
+                _discard_if_new(plan)
+                raise
+        try:
+            device = pick_device(plan.cfg.train.device, info.local_rank)
+            dist_utils.init_process_group(info, device)
+            return _train(plan, info, device)
+        except Exception as e:
+            if info.enabled and dist_utils.is_comm_failure(e):
+                raise dist_utils.peer_lost(e, info, "while starting", "start the run again") from None
+            raise
+        finally:
+            dist_utils.destroy()
+            if info.is_main:
+                _discard_if_new(plan)
+
+
+def _discard_if_new(plan: RunPlan) -> None:
+    """A start that failed before writing anything leaves no half-made run directory behind."""
+    d = plan.run_dir
+    if plan.created and d.is_dir() and not (d / "config.yaml").exists():
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _restart_plan(cfg: Config | None, restarted: Path, resume: str | Path | None,
@@ -146,40 +240,96 @@ def _restart_plan(cfg: Config | None, restarted: Path, resume: str | Path | None
     return plan
 
 
-def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
+def _per_rank_batch(cfg: Config, info: dist_utils.DistInfo) -> int:
+    tc = cfg.train
+    if tc.batch_size_scope == "per_rank":
+        return tc.batch_size
+    if tc.batch_size % info.world:
+        raise DCGANError(f"train.batch_size={tc.batch_size} (global) is not divisible by {info.world} "
+                         "processes; pick a multiple of the process count")
+    return tc.batch_size // info.world
+
+
+def _rescale_position(ck: dict[str, Any], saved_world: int, images_per_batch: int) -> int:
+    """The batch index, in a run with `images_per_batch` images per step over all ranks, that
+    continues a checkpoint written by `saved_world` ranks (ranks shard each epoch's permutation
+    round-robin, so after k batches on every rank the first k*B*world images are used)."""
+    from .config import from_dict
+
+    meta = ck.get("meta", {})
+    per_rank = meta.get("per_rank_batch")
+    if per_rank is None:
+        saved_tc = from_dict(ck["config"]).train
+        per_rank = saved_tc.batch_size // saved_world if saved_tc.batch_size_scope == "global" \
+            else saved_tc.batch_size
+    return ck["batch"] * per_rank * saved_world // images_per_batch
+
+
+def _restore(state: TrainState, plan: RunPlan, info: dist_utils.DistInfo, per_rank_batch: int) -> None:
+    """Load a checkpoint into `state`; the optimisers then take the config's (possibly changed)
+    learning rates, betas and weight decay, so a `--set train.lr_d=...` on resume takes effect."""
+    ck, tc = plan.resume_ckpt, plan.cfg.train
+    load_state(state.G, ck["G"], "G", plan.resumed_from)
+    load_state(state.D, ck["D"], "D", plan.resumed_from)
+    state.opt_G.load_state_dict(ck["opt_G"])
+    state.opt_D.load_state_dict(ck["opt_D"])
+    for opt, lr in ((state.opt_G, tc.lr_g), (state.opt_D, tc.lr_d)):
+        for group in opt.param_groups:
+            group.update(lr=lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    state.step = ck["step"]
+    state.position = DataPosition(ck["epoch"], ck["batch"])
+    saved_world = ck.get("meta", {}).get("world", 1)
+    if saved_world != info.world:  # N ranks -> M ranks: continue after the images already used
+        state.position.batch = _rescale_position(ck, saved_world, per_rank_batch * info.world)
+    state.fixed_z = ck["fixed_z"]
+    state.best = ck.get("best")
+    torch.set_rng_state(ck["rng"]["cpu"])
+
+
+def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: Path,
+                   info: dist_utils.DistInfo) -> MetricsLog:
+    """Rank 0, once the start is known to be good: the directory, config.yaml, the first records."""
+    cfg = plan.cfg
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    dist_utils.write_launch_file(run_dir, info)  # lets a torchrun restart find this run
+    metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir / "tb" if cfg.train.tensorboard else None)
+    if plan.resume_ckpt is not None:
+        rec = {"kind": "resume", "step": state.step, "from": str(plan.resumed_from)}
+        if plan.changed:
+            rec["changed"] = {k: list(v) for k, v in plan.changed.items()}
+        metrics.write(rec)
+        changes = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in plan.changed.items())
+        print(f"resuming from {plan.resumed_from} at step {state.step}" + (f"; changed: {changes}" if changes else ""),
+              file=sys.stderr)
+    else:
+        save_grid(batches.sample(cfg.train.num_fixed), run_dir / "samples" / "real.png")
+    return metrics
+
+
+def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
+    cfg = plan.cfg
     tc, mc = cfg.train, cfg.model
-    run_dir = plan.run_dir
-    if info.enabled:  # every rank must agree on the directory rank 0 picked
-        run_dir = Path(dist_utils.broadcast_object(str(run_dir), info))
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "samples").mkdir(exist_ok=True)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        dist_utils.write_launch_file(run_dir, info)  # lets a torchrun restart find this run
+    run_dir = Path(dist_utils.broadcast_object(str(plan.run_dir), info))  # every rank: rank 0's choice
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 unless precision says otherwise
         torch.backends.cudnn.allow_tf32 = False
 
-    # Load training set.
-    per_rank_batch = tc.batch_size
-    if tc.batch_size_scope == "global":
-        if tc.batch_size % info.world:
-            raise DCGANError(f"train.batch_size={tc.batch_size} (global) is not divisible by {info.world} "
-                             "processes; pick a multiple of the process count")
-        per_rank_batch = tc.batch_size // info.world
-    # Rank 0 unpacks/decodes the dataset into its cache first; the others then read the cache.
+    # Load training set. Rank 0 decodes the dataset into its cache first; the others then read it.
+    per_rank_batch = _per_rank_batch(cfg, info)
+    images_per_step = per_rank_batch * tc.d_steps * info.world
     batches = dist_utils.in_turn(info, lambda: Batches(cfg.data, per_rank_batch, tc.seed, device,
                                                        info.rank, info.world))
     iters_per_epoch = batches.steps_per_epoch // tc.d_steps
     if iters_per_epoch == 0:
-        raise DCGANError(f"one epoch has {batches.steps_per_epoch} batches, fewer than train.d_steps={tc.d_steps}")
+        raise DCGANError(f"one epoch has {batches.steps_per_epoch} batches, fewer than train.d_steps={tc.d_steps}; "
+                         "lower train.d_steps or train.batch_size")
     total_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * iters_per_epoch
 
-    # Construct networks and optimisers (§4: Adam, lr 2e-4, beta1 0.5).
-    # Seeded here, right before the init: loading data (e.g. DataLoader workers decoding a new
-    # cache) draws from the global RNG, and must not change the initial weights.
+    # Construct networks and optimisers (§4: Adam, lr 2e-4, beta1 0.5). Seeded right before the
+    # init: loading data may draw from the global RNG and must not change the initial weights.
     torch.manual_seed(tc.seed)
     G, D = build_models(mc, cfg.data.image_size, cfg.data.channels)
     # channels_last: measured faster with oneDNN on CPU and cuDNN on CUDA (BENCHMARKS.md).
@@ -189,26 +339,13 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     D.to(device, memory_format=mem_format)
     adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
                    **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    opt_G, opt_D = adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d)
-
-    # Restore the checkpoint, if resuming.
-    step, epoch, batch_in_epoch = 0, 0, 0
-    fixed_z = noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed)
+    state = TrainState(G, D, adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d),
+                       fixed_z=noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed))
     if plan.resume_ckpt is not None:
-        ck = plan.resume_ckpt
-        load_state(G, ck["G"], "G", plan.resumed_from)
-        load_state(D, ck["D"], "D", plan.resumed_from)
-        opt_G.load_state_dict(ck["opt_G"])
-        opt_D.load_state_dict(ck["opt_D"])
-        step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch"]
-        saved_world = ck.get("meta", {}).get("world", 1)
-        if saved_world != info.world:  # N ranks -> M ranks: continue after the images already used
-            batch_in_epoch = _rescale_position(ck, saved_world, per_rank_batch * info.world)
-        fixed_z = ck["fixed_z"]
-        torch.set_rng_state(ck["rng"]["cpu"])
-        if info.is_main:
-            print(f"resuming from {plan.resumed_from} at step {step}", file=sys.stderr)
-    fixed_z = fixed_z.to(device)
+        _restore(state, plan, info, per_rank_batch)
+    state.fixed_z = state.fixed_z.to(device)
+    meta = {"version": __version__, "torch": str(torch.__version__), "world": info.world,
+            "per_rank_batch": per_rank_batch, "image_size": cfg.data.image_size, "channels": cfg.data.channels}
 
     # Wrap for several processes, precision and compilation.
     G_train, D_pair = G, DPair(D)
@@ -226,104 +363,20 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
     if tc.compile:
         G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
-    autocast = (partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext)
-    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
-
-    def to_input(x: torch.Tensor) -> torch.Tensor:
-        return to_model_range(x).contiguous(memory_format=mem_format)
-
-    step_fn = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=opt_G, opt_D=opt_D, nz=mc.nz,
+    autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext
+    step_fn = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=state.opt_G, opt_D=state.opt_D, nz=mc.nz,
                       z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
-                      scaler=scaler, to_input=to_input)
-    noise_gen = torch.Generator(device=device)
+                      scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
+                      to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format))
 
-    # Outputs: only rank 0 writes.
-    metrics = evaluator = None
-    if info.is_main:
-        metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir / "tb" if tc.tensorboard else None)
-        if plan.resume_ckpt is not None:
-            metrics.write({"kind": "resume", "step": step, "from": str(plan.resumed_from)})
-        else:
-            save_grid(batches.sample(tc.num_fixed), run_dir / "samples" / "real.png")
+    # Outputs: only rank 0 writes, and only now that the start is known to be good.
+    metrics = _start_outputs(plan, state, batches, run_dir, info) if info.is_main else None
+    evaluator = None
     if cfg.eval.every > 0:
         from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
 
         # Rank 0 only (it may compute real-data statistics first); the others wait for it.
-        evaluator = dist_utils.wait_for_main(info, lambda: build_evaluator(cfg, device, run_dir))
-    best = plan.resume_ckpt.get("best") if plan.resume_ckpt else None
-
-    position = {"epoch": epoch, "batch": batch_in_epoch}
-    hooks = dist_utils.FaultHooks.from_env()  # inert unless a test sets DCGAN_TEST_* variables
-
-    def stream() -> Iterator[torch.Tensor]:
-        """Real batches across epoch boundaries, tracking the position for checkpoints."""
-        while True:
-            for batch in batches.epoch(position["epoch"], position["batch"]):
-                position["batch"] += 1
-                if hooks.dump_dir is not None:
-                    hooks.record(batch)
-                yield batch
-            position["epoch"] += 1
-            position["batch"] = 0
-
-    def state() -> dict[str, Any]:
-        return {
-            "G": G.state_dict(), "D": D.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "step": step, "epoch": position["epoch"], "batch": position["batch"],
-            "rng": {"cpu": torch.get_rng_state()}, "fixed_z": fixed_z.cpu(),
-            "config": cfg.to_dict(), "best": best,
-            "meta": {"version": __version__, "torch": str(torch.__version__), "world": info.world,
-                     "per_rank_batch": per_rank_batch,
-                     "image_size": cfg.data.image_size, "channels": cfg.data.channels},
-        }
-
-    def save(kind: str) -> Path | None:
-        if not info.is_main:
-            return None
-        ckdir = run_dir / "checkpoints"
-        s = state()
-        if kind == "periodic":
-            save_checkpoint(s, ckdir / f"step-{step:07d}.pt")
-        if kind == "best":
-            return save_checkpoint(s, ckdir / "best.pt")
-        path = save_checkpoint(s, ckdir / "last.pt")
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-        return path
-
-    def sample_grid() -> None:
-        if info.is_main:
-            save_grid(generate(G, fixed_z), run_dir / "samples" / f"fake-{step:07d}.png")
-
-    window: list[torch.Tensor] = []
-    window_start = [time.perf_counter(), step]
-
-    def flush_log() -> dict[str, float] | None:
-        """Read the window's stats (the loop's only host sync), check them, log their mean."""
-        if not window:
-            return None
-        stats = torch.stack(window).float()
-        stats = dist_utils.all_mean(stats, info).cpu()  # the same numbers on every rank
-        window.clear()
-        if not torch.isfinite(stats).all():
-            last = run_dir / "checkpoints" / "last.pt"
-            keep = (f"the last good checkpoint is {last}; resume it with --resume {run_dir} and a lower "
-                    "train.lr_d/lr_g or train.precision=fp32") if last.is_file() else \
-                "no checkpoint was saved yet; lower train.lr_d/lr_g or use train.precision=fp32"
-            raise TrainingDiverged(f"a loss became NaN/inf before step {step}; {keep}")
-        now = time.perf_counter()
-        steps_done = step - window_start[1]
-        ips = steps_done * per_rank_batch * tc.d_steps * info.world / max(now - window_start[0], 1e-9)
-        window_start[:] = [now, step]
-        rec = dict(zip(STAT_NAMES, stats.mean(0).tolist()))
-        rec.update(kind="train", step=step, epoch=position["epoch"],
-                   kimg=round(step * per_rank_batch * tc.d_steps * info.world / 1000, 3),
-                   images_per_s=round(ips, 1), time=time.time())
-        if metrics is not None:
-            metrics.write(rec)
-        return rec
-
-    # Training loop.
+        evaluator = dist_utils.wait_for_main(info, lambda: build_evaluator(cfg, device))
     if info.is_main:
         print(f"run directory: {run_dir}\ndevice: {device} ({platform.processor() or platform.machine()}), "
               f"{batches.num_images} images, {iters_per_epoch} steps/epoch, {total_steps} steps", file=sys.stderr)
@@ -331,81 +384,126 @@ def _train(cfg: Config, plan: RunPlan, info: dist_utils.DistInfo, device: torch.
             print(f"processes: {info.world} x {per_rank_batch} images = {per_rank_batch * info.world} per step "
                   f"(train.batch_size_scope={tc.batch_size_scope}); lr_d={tc.lr_d:g}, lr_g={tc.lr_g:g} as "
                   "configured, not scaled (see docs/distributed.md)", file=sys.stderr)
-    bar = None
-    if info.is_main and tc.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
-    data_iter = stream()
-    status, last_path = "done", None
-    G.train()
-    D.train()
     try:
-        with StopFlag() as stop:
-            while step < total_steps:
-                if hooks.kill_step is not None:
-                    hooks.maybe_die(info.rank, step)
-                noise_gen.manual_seed(hash((tc.seed, info.rank, step)) % 2**62)  # noise = f(seed, rank, step)
-                window.append(step_fn(data_iter, noise_gen))
-                step += 1
+        status = _loop(cfg, state, step_fn, batches, total_steps, run_dir, meta, metrics, evaluator,
+                       info, device, images_per_step)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    last_path = run_dir / "checkpoints" / "last.pt" if info.is_main else None
+    if info.is_main:
+        _summary(cfg, state, run_dir, status, last_path)
+    return TrainResult(run_dir, state.step, status, last_path)
+
+
+def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, total_steps: int, run_dir: Path,
+          meta: dict[str, Any], metrics: MetricsLog | None, evaluator: Any, info: dist_utils.DistInfo,
+          device: torch.device, images_per_step: int) -> str:
+    """The training loop proper; returns "done" or "interrupted"."""
+    tc = cfg.train
+    hooks = dist_utils.FaultHooks.from_env()  # None unless a test sets DCGAN_TEST_* variables
+    data = state.position.stream(batches, hooks)
+    noise_gen = torch.Generator(device=device)
+    window = LogWindow(time.perf_counter(), state.step)
+    main = info.is_main
+
+    def log_window() -> dict[str, float] | None:
+        try:
+            rec = window.flush(state.step, images_per_step, info)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e}; {_diverged_hint(run_dir)}") from None
+        if rec is not None and metrics is not None:
+            metrics.write({**rec, "epoch": state.position.epoch})
+        return rec
+
+    bar = None
+    status = "done"
+    with ExitStack() as stack:
+        if main and tc.progress:
+            from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            bar = stack.enter_context(tqdm(total=total_steps, initial=state.step, unit="step",
+                                           dynamic_ncols=True, file=sys.stderr))
+            stack.enter_context(logging_redirect_tqdm())  # evaluation lines above the bar, not glued to it
+        stop = stack.enter_context(StopFlag())
+        state.G.train()
+        state.D.train()
+        try:
+            while state.step < total_steps:
+                if hooks is not None:
+                    hooks.maybe_die(info.rank, state.step)
+                noise_gen.manual_seed(hash((tc.seed, info.rank, state.step)) % 2**62)  # noise = f(seed, rank, step)
+                window.stats.append(step_fn(data, noise_gen))
+                state.step += 1
+                step, is_last = state.step, state.step == total_steps
                 if bar is not None:
                     bar.update(1)
-                is_last = step == total_steps
-                if info.enabled:  # the ranks agree to stop, at a log step, so none waits for the others
-                    at_log = step % tc.log_every == 0 or is_last
-                    stopping = at_log and dist_utils.any_rank(stop.requested, info, device)
-                else:
-                    stopping = stop.requested
-                if step % tc.log_every == 0 or is_last or stopping:
-                    rec = flush_log()
+                at_log = step % tc.log_every == 0 or is_last
+                # With several processes the ranks agree to stop, at a log step, so none waits for the others.
+                stopping = (at_log and dist_utils.any_rank(stop.requested, info, device)) if info.enabled \
+                    else stop.requested
+                if at_log or stopping:
+                    rec = log_window()
                     if bar is not None and rec:
                         bar.set_postfix(loss_d=f"{rec['loss_d']:.3f}", loss_g=f"{rec['loss_g']:.3f}",
                                         Dx=f"{rec['d_real']:.2f}", DGz=f"{rec['d_fake']:.2f}",
                                         img_s=f"{rec['images_per_s']:.0f}")
-                if step % tc.sample_every == 0 or is_last:
-                    sample_grid()
-                if cfg.eval.every > 0 and (step % cfg.eval.every == 0 or is_last):
+                if main and (step % tc.sample_every == 0 or is_last):
+                    save_samples(state, run_dir)
+                if evaluator is not None and (step % cfg.eval.every == 0 or is_last):
                     # Rank 0 generates and scores; the others wait on the long-timeout group.
-                    scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(G, s))
+                    scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(state.G, s))
                     if scores is not None:
-                        metrics.write({"kind": "eval", "step": step, **scores})
-                        plot_scores(run_dir / "metrics.jsonl", run_dir / "scores.png", cfg.eval.best)
-                        if evaluator.is_better(scores, best):
-                            best = {"step": step, **scores}
-                            save("best")
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
-                    flush_log()
-                    last_path = save("periodic")
+                        _record_eval(cfg, state, scores, run_dir, meta, metrics)
+                if main and tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
+                    log_window()
+                    save_periodic(state, cfg, meta, run_dir)
+                    save_last(state, cfg, meta, run_dir)
                 if stopping:
                     status = "interrupted"
                     break
-            flush_log()
-            last_path = save("last")
-            hooks.dump(info.rank, step, {"G": G, "D": D})
-    except Exception as e:
-        if info.enabled and dist_utils.is_comm_failure(e):
-            last = run_dir / "checkpoints" / "last.pt"
-            hint = (f"resume with --resume {run_dir} (torchrun --max-restarts does it automatically)"
-                    if last.is_file() else "no checkpoint was saved yet; start the run again")
-            raise dist_utils.peer_lost(e, info, f"at step {step}", hint) from None
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        if metrics is not None:
-            metrics.close()
-    if info.is_main:
-        done = "stopped (interrupted)" if status == "interrupted" else "finished"
-        print(f"{done} at step {step}\n"
-              f"  samples:    {run_dir / 'samples'}\n"
-              f"  curves:     {run_dir / 'curves.png'}\n"
-              f"  metrics:    {run_dir / 'metrics.jsonl'}\n"
-              f"  checkpoint: {last_path}", file=sys.stderr)
-        if best:
-            key = cfg.eval.best
-            print(f"  best:       {run_dir / 'checkpoints' / 'best.pt'} (step {best['step']}, "
-                  f"{key} {best.get(key, float('nan')):.4g}; scores.png)", file=sys.stderr)
-        if status == "interrupted":
-            print(f"resume with: dcgan train --resume {run_dir}", file=sys.stderr)
-    return TrainResult(run_dir, step, status, last_path)
+            log_window()
+            if main:
+                save_last(state, cfg, meta, run_dir)
+                plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+            if hooks is not None:
+                hooks.dump(info.rank, state.step, {"G": state.G, "D": state.D})
+        except Exception as e:
+            if info.enabled and dist_utils.is_comm_failure(e):
+                last = run_dir / "checkpoints" / "last.pt"
+                hint = (f"resume with --resume {run_dir} (torchrun --max-restarts does it automatically)"
+                        if last.is_file() else "no checkpoint was saved yet; start the run again")
+                raise dist_utils.peer_lost(e, info, f"at step {state.step}", hint) from None
+            raise
+    return status
 
+
+def _record_eval(cfg: Config, state: TrainState, scores: dict[str, Any], run_dir: Path,
+                 meta: dict[str, Any], metrics: MetricsLog) -> None:
+    """Log an evaluation, redraw scores.png, and keep best.pt when the score improved."""
+    from .runs import best_point
+
+    metrics.write({"kind": "eval", "step": state.step, **scores})
+    plot_scores(run_dir / "metrics.jsonl", run_dir / "scores.png", cfg.eval.best)
+    key = cfg.eval.best
+    candidates = [r for r in (state.best, {"step": state.step, **scores}) if r is not None]
+    best = best_point(candidates, key)
+    if best is not None and best["step"] == state.step and best is not state.best:
+        state.best = {"step": state.step, **scores}
+        save_best(state, cfg, meta, run_dir)
+
+
+def _summary(cfg: Config, state: TrainState, run_dir: Path, status: str, last_path: Path | None) -> None:
+    done = "stopped (interrupted)" if status == "interrupted" else "finished"
+    print(f"{done} at step {state.step}\n"
+          f"  samples:    {run_dir / 'samples'}\n"
+          f"  curves:     {run_dir / 'curves.png'}\n"
+          f"  metrics:    {run_dir / 'metrics.jsonl'}\n"
+          f"  checkpoint: {last_path}", file=sys.stderr)
+    if state.best:
+        key = cfg.eval.best
+        print(f"  best:       {run_dir / 'checkpoints' / 'best.pt'} (step {state.best['step']}, "
+              f"{key} {state.best.get(key, float('nan')):.4g}; scores.png)", file=sys.stderr)
+    if status == "interrupted":
+        print(f"resume with: dcgan train --resume {run_dir}", file=sys.stderr)
