@@ -186,14 +186,18 @@ def test_fashion_mnist_from_debian_package(fmnist_root, cache_dir):
     assert 60 < train.images.float().mean() < 90  # Fashion-MNIST's mean pixel is ~73
 
 
-def test_cache_is_reused_and_subset_applies_after(tmp_path):
+def test_cache_is_reused_and_subset_applies_after(tmp_path, monkeypatch):
     write_folder(tmp_path / "imgs", 5)
     c = cfg(tmp_path / "imgs", tmp_path, name="folder")
     first = load_images(c)
-    for f in (tmp_path / "imgs").rglob("*.png"):
-        f.unlink()  # the cache must not need the files again
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr("dcgan.data.build_source", no_decoding)  # the cache must not need decoding again
     again = load_images(DataConfig(**{**c.__dict__, "subset": 2}))
     assert torch.equal(again.images, first.images[:2])
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # subsets share the one file
 
 
 def test_batches_in_memory_and_streamed_agree(tmp_path):

@@ -4,21 +4,32 @@
 (shorter side) and centre-cropped to `data.image_size`, converted to 1 or 3 channels, kept as
 uint8 and scaled to [-1, 1] on the training device (`to_model_range`).
 
-Datasets that fit in memory are decoded once into a uint8 tensor, cached on disk (keyed by
-dataset, split, size, channels and root) and batched by index: no per-image PIL work in the
-training loop. Larger ones (LSUN, big folders) stream through DataLoader workers.
+Datasets that fit in memory are decoded once into a uint8 tensor, cached on disk and batched by
+index: no per-image PIL work in the training loop. Larger ones (LSUN, big folders) stream
+through DataLoader workers. A cache is keyed by content (`data_fingerprint`: the settings that
+change the images, and the names, sizes and modification times of the files read), so a changed
+dataset is decoded again.
+
+Faults end in one line (`DataError`), never a traceback: images that cannot be decoded are
+skipped and counted; a corrupt cache is decoded again; a cache that cannot be written (read-only
+or full disk) is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import torch
@@ -26,6 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets, transforms
 
+from .atomic import atomic_write, torch_save
 from .config import DataConfig
 from .errors import DataError
 
@@ -34,6 +46,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30  # "auto" decodes to memory below this many uint8 bytes
+CACHE_VERSION = 2  # part of every cache key: bump when decoding changes, so old caches are not reused
 
 _SPLITS = {
     "cifar10": ("train", "test"),
@@ -75,20 +88,27 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.detach().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-# --- an image folder (the seed's anime faces; any tree of image files) -------------------------
+# --- an image folder (the reference blog post's anime faces; any tree of image files) -----------
 
 
 class ImageFiles(Dataset):
     """Every readable image file under `root`, recursively; no class sub-folders needed.
 
     Unreadable files are skipped with a logged count; a folder with no usable image fails.
+    A file that passes this check but fails to decode later is skipped where it is decoded
+    (`load_images` drops and counts it; streamed batches use the next image instead).
     """
 
     def __init__(self, root: str | Path, transform=None) -> None:
         root = Path(root).expanduser()
-        if not root.is_dir():
+        if not _is_dir(root):
             raise DataError(f"image folder {str(root)!r} does not exist; set data.root to a folder of images")
-        candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        try:
+            os.scandir(root).close()
+        except OSError as e:
+            raise DataError(f"cannot read the image folder {str(root)!r} ({e.strerror or e}); "
+                            "fix its permissions or set data.root to a readable folder") from None
+        candidates = image_files(root)
         if not candidates:
             raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}; "
                             "set data.root to a folder that holds images")
@@ -113,13 +133,66 @@ class ImageFiles(Dataset):
             return (self.transform(im) if self.transform else im), -1
 
 
+def image_files(root: Path) -> list[Path]:
+    """The image files under `root`, recursively, in sorted path order (the folder source's order)."""
+    return [root / rel for rel, _ in _image_entries(root)]
+
+
+def _image_entries(root: Path) -> list[tuple[str, os.stat_result]]:
+    """(path relative to root, stat) of each image file under root; like sorted(root.rglob("*"))
+    filtered by suffix and is_file(): linked folders are not entered, unreadable ones are skipped."""
+    found = []
+    for folder, _, names in os.walk(root):
+        prefix = os.path.relpath(folder, root) + os.sep if folder != str(root) else ""
+        for name in names:
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                st = os.stat(folder + os.sep + name)
+            except OSError:  # a broken link, or a file that vanished
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((prefix + name, st))
+    found.sort(key=lambda entry: entry[0].split(os.sep))  # the order of Path objects
+    return found
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # permission denied on a parent folder: treat as absent
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _readable(path: Path) -> bool:
+    """PIL's structure check; a JPEG without its end marker is decoded in full, since a truncated
+    download passes verify() (which does not decode JPEG data) and only fails at load()."""
     try:
         with Image.open(path) as im:
+            fmt = im.format
             im.verify()
+        if fmt == "JPEG" and not _ends_with(path, b"\xff\xd9"):
+            with Image.open(path) as im:
+                im.load()
         return True
-    except Exception:
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for bad files
         return False
+
+
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < len(tail):
+            return False
+        f.seek(-len(tail), os.SEEK_END)
+        return f.read() == tail
 
 
 # --- torchvision datasets ----------------------------------------------------------------------
@@ -130,16 +203,17 @@ def _provide_debian_fashion_mnist(root: Path) -> None:
     raw = root / "FashionMNIST" / "raw"
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    if all((raw / n).is_file() for n in names) or not DEBIAN_FASHION_MNIST.is_dir():
+    if all(_is_file(raw / n) for n in names) or not DEBIAN_FASHION_MNIST.is_dir():
         return
     if not all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in names):
         return
-    raw.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        tmp = raw / f".{n}.tmp"
-        with gzip.open(DEBIAN_FASHION_MNIST / f"{n}.gz", "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, raw / n)
+    try:
+        for n in names:
+            with gzip.open(DEBIAN_FASHION_MNIST / f"{n}.gz", "rb") as src:
+                atomic_write(raw / n, lambda dst, src=src: shutil.copyfileobj(src, dst))
+    except (OSError, EOFError) as e:  # read-only or full data.root, or a damaged package file
+        raise DataError(f"could not unpack Debian's Fashion-MNIST into {str(raw)!r} ({_reason(e)}); "
+                        "set data.root to a writable folder with 60 MB free") from None
     log.info("unpacked Debian's Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
 
 
@@ -193,6 +267,66 @@ def _labels(source: Dataset) -> torch.Tensor | None:
     return None
 
 
+# --- content fingerprints: what a cache is keyed by --------------------------------------------
+
+
+def _dataset_paths(cfg: DataConfig, split: str, root: Path) -> list[Path]:
+    """The files and folders under data.root that torchvision's loader for `cfg.name` reads."""
+    return {
+        "cifar10": [root / "cifar-10-batches-py"],
+        "cifar100": [root / "cifar-100-python"],
+        "mnist": [root / "MNIST"],  # raw/ idx files (and processed/ from old torchvision)
+        "fashion_mnist": [root / "FashionMNIST"],  # also where Debian's idx files are unpacked
+        "svhn": [root / f"{split}_32x32.mat"],
+        "celeba": [root / "celeba"],
+        "lsun": [root / f"{c}_lmdb" for c in cfg.lsun_classes],
+    }.get(cfg.name, [root])
+
+
+def _tree_files(top: Path) -> list[Path]:
+    """`top` if it is a file, else every file below it, in a fixed order (errors: fewer files)."""
+    if not _is_dir(top):
+        return [top]
+    found = []
+    for folder, dirs, files in os.walk(top):
+        dirs.sort()
+        found += [Path(folder, f) for f in sorted(files) if f != "lock.mdb"]  # LMDB's reader table
+    return found
+
+
+def data_fingerprint(cfg: DataConfig, split: str) -> str:
+    """A short hex digest of what `split` of the dataset decodes to, for keying caches by content.
+
+    It covers the settings that change the decoded images (name, split, image_size, channels,
+    subset, lsun_classes) and the relative name, size and modification time of every data file
+    the source reads under data.root (every image file of a `folder`; the dataset's own files for
+    torchvision datasets, e.g. FashionMNIST/raw/ where Debian's idx files are unpacked). Only
+    stat calls, no image bytes: adding, removing, renaming, replacing or touching a file changes it.
+    """
+    settings = {"version": CACHE_VERSION, "name": cfg.name, "split": split, "image_size": cfg.image_size,
+                "channels": cfg.channels, "subset": cfg.subset}
+    if cfg.name == "lsun":
+        settings["lsun_classes"] = list(cfg.lsun_classes)
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    root = Path(cfg.root).expanduser()
+    if cfg.name == "folder":
+        entries = _image_entries(root)
+    else:
+        entries = [(os.path.relpath(f, root), _stat(f))
+                   for top in _dataset_paths(cfg, split, root) for f in _tree_files(top)]
+    for rel, st in entries:
+        facts = f"{st.st_size}:{st.st_mtime_ns}" if isinstance(st, os.stat_result) else st
+        h.update(f"{rel}\0{facts}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def _stat(path: Path) -> os.stat_result | str:
+    try:
+        return os.stat(path)
+    except OSError as e:  # missing or unreadable: part of the state too
+        return f"error:{e.errno}"
+
+
 # --- in-memory uint8 cache ---------------------------------------------------------------------
 
 
@@ -209,47 +343,153 @@ class ImageData:
         return self.images.shape[0]
 
 
-def cache_path(cfg: DataConfig, split: str) -> Path:
-    root_key = hashlib.sha1(str(Path(cfg.root).expanduser().resolve()).encode()).hexdigest()[:10]
+def _cache_stem(cfg: DataConfig, split: str) -> str:
+    """The readable part of a cache name; one stem is one dataset at one root (old versions pruned)."""
+    root_key = hashlib.sha1(os.path.realpath(os.path.expanduser(cfg.root)).encode("utf-8", "surrogateescape"))
     extra = "-" + "+".join(cfg.lsun_classes) if cfg.name == "lsun" else ""
-    name = f"{cfg.name}{extra}-{split}-{cfg.image_size}px-{cfg.channels}ch-{root_key}.pt"
-    return Path(cfg.cache_dir).expanduser() / name
+    return f"{cfg.name}{extra}-{split}-{cfg.image_size}px-{cfg.channels}ch-{root_key.hexdigest()[:10]}"
 
 
-def _decode_all(source: Dataset, num_workers: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    loader = DataLoader(source, batch_size=512, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate_images)
-    chunks = list(loader)
-    return torch.cat(chunks), _labels(source)
+def cache_path(cfg: DataConfig, split: str) -> Path:
+    """Where the decoded uint8 images of (cfg, split) are cached, keyed by `data_fingerprint`.
+
+    The file holds the whole split (data.subset is applied after loading), so subsets share it.
+    """
+    fingerprint = data_fingerprint(dataclasses.replace(cfg, subset=0), split)
+    return Path(cfg.cache_dir).expanduser() / f"{_cache_stem(cfg, split)}-{fingerprint}.pt"
+
+
+class _Decoding(Dataset):
+    """(index, image or None, why it failed or None): decode errors become data, not exceptions."""
+
+    def __init__(self, source: Dataset) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.source[i][0], None
+        except Exception as e:  # truncated or damaged file, I/O error: skipped and counted
+            return i, None, f"{_item_name(self.source, i)}: {_reason(e)}"
+
+
+def _collate_decoded(items):
+    good = [x for _, x, _ in items if x is not None]
+    failed = [(i, why) for i, x, why in items if x is None]
+    return (torch.stack(good) if good else None), failed
+
+
+def _decode_all(source: Dataset, num_workers: int, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every image of `source`, in order; images that fail to decode are dropped (with their labels)."""
+    n = len(source)
+    if n == 0:
+        raise DataError(f"{what} holds no images; check data.root and data.split")
+    loader = DataLoader(_Decoding(source), batch_size=512, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate_decoded)
+    chunks, failed = [], []
+    for images, bad in loader:
+        chunks += [images] if images is not None else []
+        failed += bad
+    labels = _labels(source)
+    if failed:
+        if len(failed) == n:
+            raise DataError(f"none of the {n} images of {what} could be decoded (first: {failed[0][1]}); "
+                            "check that they are valid images, or set data.root to another folder")
+        log.warning("skipped %d unreadable of %d images of %s (first: %s)", len(failed), n, what, failed[0][1])
+        if labels is not None:
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[[i for i, _ in failed]] = False
+            labels = labels[keep]
+    return torch.cat(chunks), labels
+
+
+def _read_cache(path: Path, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The cached (images, labels), or None when there is none or it is unusable (then: warn)."""
+    if not _is_file(path):
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: loading runs no code
+        images, labels = blob["images"], blob["labels"]
+        shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+                and tuple(images.shape[1:]) == shape):
+            raise ValueError(f"images are not a uint8 (N, {', '.join(map(str, shape))}) tensor")
+        if labels is not None and not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
+                                       and tuple(labels.shape) == (len(images),)):
+            raise ValueError("labels do not match the images")
+    except Exception as e:  # truncated, corrupt, hostile or foreign file: decode again and overwrite it
+        log.warning("ignoring unreadable data cache %s (%s); decoding again", path, _reason(e))
+        return None
+    return images, labels
+
+
+def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """Save atomically; a cache that cannot be written is skipped with a warning (the run goes on)."""
+    try:
+        torch_save({"images": images, "labels": labels}, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError
+        log.warning("could not write the data cache %s (%s); continuing without it: set data.cache_dir "
+                    "to a writable folder with free space to skip decoding next time", path, _reason(e))
+        return
+    for stale in path.parent.glob(f"{glob_escape(_stem_of(path))}-*.pt"):
+        if stale != path:  # the same dataset and root before its files changed
+            try:
+                stale.unlink()
+                log.info("removed the outdated data cache %s", stale)
+            except OSError:
+                pass
+
+
+def _stem_of(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[0]
 
 
 def load_images(cfg: DataConfig, split: str | None = None, *, use_cache: bool = True,
                 source: Dataset | None = None) -> ImageData:
     """The whole split as a uint8 tensor, decoded once and cached on disk.
 
-    `data.subset` keeps the first N images (applied after the cache, so it shares one file).
+    The cache is keyed by content (`data_fingerprint`), so a changed dataset is decoded again.
+    Images that fail to decode (e.g. truncated JPEGs) are skipped with a logged count. A corrupt
+    cache is decoded again with a warning. A cache that cannot be written (read-only or full
+    data.cache_dir) is not an error: the images are already decoded, so the run goes on without a
+    cache and a warning names data.cache_dir as the fix. `data.subset` keeps the first N images
+    (applied after the cache, so it shares one file).
     """
     split = split or cfg.split
-    path = cache_path(cfg, split)
-    images = labels = None
-    if use_cache and path.is_file():
-        try:
-            blob = torch.load(path, weights_only=True)
-            images, labels = blob["images"], blob["labels"]
-        except Exception:
-            log.warning("ignoring unreadable data cache %s; decoding again", path)
-    if images is None:
+    cached = _read_cache(cache_path(cfg, split), cfg) if use_cache else None
+    if cached is not None:
+        images, labels = cached
+    else:
         source = source if source is not None else build_source(cfg, split)
-        images, labels = _decode_all(source, auto_workers(cfg.num_workers, decode=True))
+        path = cache_path(cfg, split)  # after build_source, which may unpack files (Debian's Fashion-MNIST)
+        what = f"{cfg.name} ({split}) under {cfg.root!r}"
+        images, labels = _decode_all(source, auto_workers(cfg.num_workers, decode=True), what)
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"images": images, "labels": labels}, tmp)
-            os.replace(tmp, path)
+            _write_cache(path, images, labels)
     if cfg.subset:
         images = images[: cfg.subset]
         labels = labels[: cfg.subset] if labels is not None else None
     return ImageData(images, labels, cfg.name, split)
+
+
+def _last_line(e: BaseException) -> str:
+    """The last line of an exception's message, without a `module.Type: ` prefix: for an error
+    re-raised from a DataLoader worker (whose message is the worker's traceback) the original one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return re.sub(r"^[\w.]+(Error|Exception|Exit): ", "", lines[-1]) if lines else ""
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one short line: its type and its message's last line."""
+    last = _last_line(e)
+    return f"{type(e).__name__}: {last}" if last else type(e).__name__
+
+
+def _item_name(source: Dataset, i: int) -> str:
+    files = getattr(source, "files", None)
+    return str(files[i]) if files is not None and i < len(files) else f"image {i}"
 
 
 def auto_workers(requested: int, *, decode: bool = False) -> int:
@@ -316,7 +556,7 @@ class Batches:
         self.device, self.batch_size = device, batch_size
         self.memory: torch.Tensor | None = None
         self.loader: DataLoader | None = None
-        cached = cfg.in_memory != "never" and cache_path(cfg, cfg.split).is_file()
+        cached = cfg.in_memory != "never" and _is_file(cache_path(cfg, cfg.split))
         source = None if cached else build_source(cfg)
         if cached or fits_in_memory(cfg, len(source)):
             data = load_images(cfg, source=source)
@@ -330,6 +570,7 @@ class Batches:
         else:
             if cfg.subset:
                 source = torch.utils.data.Subset(source, range(min(cfg.subset, len(source))))
+            source = _StandIn(source)
             n = len(source)
             workers = auto_workers(cfg.num_workers)
             self.sampler = ShardSampler(n, batch_size, seed, rank, world)
@@ -356,7 +597,7 @@ class Batches:
                 yield batch.to(self.device, non_blocking=True)
         else:
             self.sampler.set_epoch(epoch, start_batch)
-            for batch in self.loader:
+            for batch in _one_line_errors(self.loader):
                 yield batch.to(self.device, non_blocking=True)
 
     def sample(self, n: int) -> torch.Tensor:
@@ -370,3 +611,53 @@ class Batches:
 
 def _collate_images(items):
     return torch.stack([x for x, _ in items])
+
+
+class _StandIn(Dataset):
+    """Streaming: an image that fails to decode is replaced by the next one that decodes (with a
+    warning), so every batch keeps its size and the order stays a function of (seed, epoch)."""
+
+    MAX_TRIES = 64
+
+    def __init__(self, source: Dataset) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        n = len(self.source)
+        for k in range(min(n, self.MAX_TRIES)):
+            j = (i + k) % n
+            try:
+                return self.source[j]
+            except Exception as e:  # truncated or damaged file, I/O error
+                log.warning("skipping unreadable image %s (%s); using the next one",
+                            _item_name(_inner(self.source), _inner_index(self.source, j)), _reason(e))
+        raise DataError(f"{min(n, self.MAX_TRIES)} images in a row from #{i} could not be decoded; "
+                        "check that the files under data.root are valid images")
+
+
+def _inner(source: Dataset) -> Dataset:
+    return source.dataset if isinstance(source, torch.utils.data.Subset) else source
+
+
+def _inner_index(source: Dataset, i: int) -> int:
+    return source.indices[i] if isinstance(source, torch.utils.data.Subset) else i
+
+
+def _one_line_errors(loader: DataLoader) -> Iterator[torch.Tensor]:
+    """The loader's batches; a failure in a worker (re-raised with the worker's traceback as its
+    message) becomes a one-line DataError."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as e:
+            raise DataError(_last_line(e)) from e
+        except Exception as e:  # I/O error, worker out of memory or killed
+            raise DataError(f"reading training images failed ({_reason(e)}); check the files under "
+                            "data.root, or set data.num_workers=0 if a loader worker ran out of memory") from e
+        yield batch
