@@ -45,7 +45,7 @@ class ModelConfig:
     ndf: int = 64  # D width: channels of D's first layer (doubling towards the output)
     kernel_size: int = 4  # 4 (PyTorch ports) or 5 (the authors' Theano code)
     projection: str = "linear"  # linear: §3 "project and reshape"; conv: transposed conv from 1x1
-    d_head: str = "conv"  # conv: valid conv over the last 4x4 map; avgpool: the seed's GAP head
+    d_head: str = "conv"  # conv: valid conv over the last 4x4 map; avgpool: the global-average-pool head the reference blog post tried
     z_dist: str = "uniform"  # uniform in [-1, 1] (paper) or normal
 
 
