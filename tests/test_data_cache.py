@@ -293,8 +293,6 @@ def test_unreadable_root_is_one_line(tmp_path, monkeypatch):
         load_images(cfg(folder, tmp_path))
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root ignores file permissions; test_unreadable_root_is_one_line covers it")
 def test_permissions_for_real(tmp_path, caplog):
     folder = tmp_path / "imgs"
     write_images(folder, 3)
@@ -302,6 +300,12 @@ def test_permissions_for_real(tmp_path, caplog):
     cache.mkdir()
     cache.chmod(0o500)
     try:
+        try:
+            (cache / "probe").write_bytes(b"")
+            pytest.skip("file permissions do not apply to this user (root); "
+                        "test_unreadable_root_is_one_line and test_unwritable_cache_dir_warns_and_goes_on cover it")
+        except PermissionError:
+            pass
         assert len(load_images(cfg(folder, tmp_path))) == 3
         assert "could not write the data cache" in caplog.text
         folder.chmod(0)
@@ -338,7 +342,7 @@ def test_worker_errors_become_one_line():
     with pytest.raises(DataError) as err:
         list(_one_line_errors(loader(DataError(worker_traceback))))
     assert str(err.value) == "64 images in a row could not be decoded"
-    with pytest.raises(DataError, match=r"^reading training images failed \(OSError: .*Input/output error\); .*$"):
+    with pytest.raises(DataError, match=r"^reading images failed \(OSError: .*Input/output error\); .*$"):
         list(_one_line_errors(loader(OSError(errno.EIO, "Input/output error"))))
 
 

@@ -26,11 +26,13 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -42,6 +44,7 @@ from .config import DataConfig
 from .errors import DataError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -211,7 +214,7 @@ def _provide_debian_fashion_mnist(root: Path) -> None:
         for n in names:
             with gzip.open(DEBIAN_FASHION_MNIST / f"{n}.gz", "rb") as src:
                 atomic_write(raw / n, lambda dst, src=src: shutil.copyfileobj(src, dst))
-    except (OSError, EOFError) as e:  # read-only or full data.root, or a damaged package file
+    except (OSError, EOFError, zlib.error) as e:  # read-only or full data.root, or a damaged package file
         raise DataError(f"could not unpack Debian's Fashion-MNIST into {str(raw)!r} ({_reason(e)}); "
                         "set data.root to a writable folder with 60 MB free") from None
     log.info("unpacked Debian's Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
@@ -389,7 +392,7 @@ def _decode_all(source: Dataset, num_workers: int, what: str) -> tuple[torch.Ten
     loader = DataLoader(_Decoding(source), batch_size=512, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate_decoded)
     chunks, failed = [], []
-    for images, bad in loader:
+    for images, bad in _one_line_errors(loader):
         chunks += [images] if images is not None else []
         failed += bad
     labels = _labels(source)
@@ -433,7 +436,7 @@ def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor | None) 
         log.warning("could not write the data cache %s (%s); continuing without it: set data.cache_dir "
                     "to a writable folder with free space to skip decoding next time", path, _reason(e))
         return
-    for stale in path.parent.glob(f"{glob_escape(_stem_of(path))}-*.pt"):
+    for stale in path.parent.glob(f"{glob_escape(_stem_of(path))}-{'[0-9a-f]' * 16}.pt"):
         if stale != path:  # the same dataset and root before its files changed
             try:
                 stale.unlink()
@@ -463,10 +466,11 @@ def load_images(cfg: DataConfig, split: str | None = None, *, use_cache: bool = 
         images, labels = cached
     else:
         source = source if source is not None else build_source(cfg, split)
-        path = cache_path(cfg, split)  # after build_source, which may unpack files (Debian's Fashion-MNIST)
+        # Keyed by the files as they are before decoding, after build_source (which may unpack some).
+        path = cache_path(cfg, split) if use_cache else None
         what = f"{cfg.name} ({split}) under {cfg.root!r}"
         images, labels = _decode_all(source, auto_workers(cfg.num_workers, decode=True), what)
-        if use_cache:
+        if path is not None:
             _write_cache(path, images, labels)
     if cfg.subset:
         images = images[: cfg.subset]
@@ -646,18 +650,20 @@ def _inner_index(source: Dataset, i: int) -> int:
     return source.indices[i] if isinstance(source, torch.utils.data.Subset) else i
 
 
-def _one_line_errors(loader: DataLoader) -> Iterator[torch.Tensor]:
+def _one_line_errors(loader: Iterable[T]) -> Iterator[T]:
     """The loader's batches; a failure in a worker (re-raised with the worker's traceback as its
     message) becomes a one-line DataError."""
-    it = iter(loader)
+    it = None
     while True:
         try:
+            if it is None:
+                it = iter(loader)  # starts the workers: can fail too (no memory, too many open files)
             batch = next(it)
         except StopIteration:
             return
         except DataError as e:
             raise DataError(_last_line(e)) from e
         except Exception as e:  # I/O error, worker out of memory or killed
-            raise DataError(f"reading training images failed ({_reason(e)}); check the files under "
+            raise DataError(f"reading images failed ({_reason(e)}); check the files under "
                             "data.root, or set data.num_workers=0 if a loader worker ran out of memory") from e
         yield batch
