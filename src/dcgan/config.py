@@ -47,6 +47,7 @@ class ModelConfig:
     projection: str = "linear"  # linear: §3 "project and reshape"; conv: transposed conv from 1x1
     d_head: str = "conv"  # conv: valid conv over the last 4x4 map; avgpool: the global-average-pool head the reference blog post tried
     z_dist: str = "uniform"  # uniform in [-1, 1] (paper) or normal
+    d_norm: str = "batch"  # batch (paper) | spectral (Miyato et al. 2018: spectral norm, no BN in D) | none
 
 
 @dataclass
@@ -63,6 +64,9 @@ class TrainConfig:
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
     seed: int = 0  # RNG seed: weights, data order and noise are functions of it
+    loss: str = "bce"  # bce (paper: non-saturating GAN loss) | hinge (Lim & Ye 2017) | lsgan (Mao et al. 2017)
+    ema: float = 0.0  # decay of an EMA copy of G (Yazici et al. 2019), e.g. 0.999; 0 = off; warm-up min(decay, (1+t)/(10+t))
+    augment: list[str] = field(default_factory=list)  # DiffAugment (Zhao et al. 2020) on real and fake: color, translation, cutout
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
     channels_last: str = "auto"  # auto (CPU and CUDA: faster there) | true | false
@@ -111,6 +115,8 @@ _CHOICES: dict[str, tuple] = {
     "model.projection": ("linear", "conv"),
     "model.d_head": ("conv", "avgpool"),
     "model.z_dist": ("uniform", "normal"),
+    "model.d_norm": ("batch", "spectral", "none"),
+    "train.loss": ("bce", "hinge", "lsgan"),
     "train.batch_size_scope": ("per_rank", "global"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.channels_last": ("auto", "true", "false"),
@@ -142,6 +148,11 @@ def _validate(cfg: Config) -> None:
     for key in ("train.lr_g", "train.lr_d"):
         if not flat[key] > 0:
             raise ConfigError(f"{key}={flat[key]!r} must be > 0")
+    if not 0 <= cfg.train.ema < 1:
+        raise ConfigError(f"train.ema={cfg.train.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
+    for policy in cfg.train.augment:
+        if policy not in ("color", "translation", "cutout"):
+            raise ConfigError(f"train.augment has {policy!r}; use any of color, translation, cutout (or none)")
     for key in ("train.beta1", "train.beta2"):
         if not 0 <= flat[key] < 1:
             raise ConfigError(f"{key}={flat[key]!r} must be in [0, 1)")

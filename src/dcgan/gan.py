@@ -1,9 +1,12 @@
 """The GAN algorithm: losses and one training iteration (D steps, then G steps).
 
-Losses are the original GAN's with G's non-saturating form (Goodfellow et al. 2014, as used
-by the paper's code), computed from logits with BCE-with-logits for numerical stability:
+The paper's loss (`train.loss=bce`, the default) is the original GAN's with G's
+non-saturating form (Goodfellow et al. 2014, as used by the paper's code), computed from
+logits with BCE-with-logits for numerical stability:
     L_D = BCE(D(x), 1) + BCE(D(G(z)), 0)
     L_G = BCE(D(G(z)), 1)
+Beyond the paper, `LOSSES` also holds the hinge loss (Lim & Ye 2017; Miyato et al. 2018) and
+the least-squares loss (Mao et al. 2017).
 D sees the real and the fake batch in separate forward passes, so BatchNorm normalises each
 batch on its own statistics, as in the paper's code and pytorch/examples.
 
@@ -31,6 +34,32 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
 def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     # Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def hinge_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def lsgan_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # Mao et al. 2017, the 0-1 coding: D pulls real outputs to 1 and fake ones to 0.
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake ** 2).mean()
+
+
+def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake - 1) ** 2).mean()
+
+
+# train.loss -> (D's loss of (real outputs, fake outputs), G's loss of fake outputs)
+LOSSES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        Callable[[torch.Tensor], torch.Tensor]]] = {
+    "bce": (d_loss, g_loss),  # the paper
+    "hinge": (hinge_d_loss, hinge_g_loss),
+    "lsgan": (lsgan_d_loss, lsgan_g_loss),
+}
 
 
 class DPair(nn.Module):
@@ -61,8 +90,13 @@ class GANStep:
                  nz: int, z_dist: str, d_steps: int = 1, g_steps: int = 1,
                  autocast: Callable[[], object] = nullcontext,
                  scaler: torch.amp.GradScaler | None = None,
-                 to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> None:
+                 to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                 loss: str = "bce",
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> None:
         self.G, self.D_pair, self.D = G_train, D_pair, D
+        self.d_loss, self.g_loss = LOSSES[loss]
+        # DiffAugment: the same differentiable augmentation for every image D sees, real or fake.
+        self.augment = augment or (lambda x, g: x)
         self.opt_G, self.opt_D = opt_G, opt_D
         self.nz, self.z_dist = nz, z_dist
         self.d_steps, self.g_steps = d_steps, g_steps
@@ -91,8 +125,8 @@ class GANStep:
                 # The last fake batch keeps its graph so that G's first step can reuse it.
                 with torch.no_grad() if not last else nullcontext():
                     fake = self.G(z)
-                real_logits, fake_logits = self.D_pair(real, fake.detach())
-                loss_d = d_loss(real_logits.float(), fake_logits.float())
+                real_logits, fake_logits = self.D_pair(self.augment(real, noise), self.augment(fake.detach(), noise))
+                loss_d = self.d_loss(real_logits.float(), fake_logits.float())
             self.opt_D.zero_grad(set_to_none=True)
             self._backward_step(loss_d, self.opt_D)
 
@@ -103,8 +137,8 @@ class GANStep:
                 with self.autocast():
                     fake = self.G(z)
             with self.autocast():
-                fake_logits_after = self.D(fake)
-                loss_g = g_loss(fake_logits_after.float())
+                fake_logits_after = self.D(self.augment(fake, noise))
+                loss_g = self.g_loss(fake_logits_after.float())
             self.opt_G.zero_grad(set_to_none=True)
             self._backward_step(loss_g, self.opt_G)
         self.D.requires_grad_(True)

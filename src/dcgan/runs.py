@@ -66,7 +66,7 @@ RESUME_MAY_CHANGE = (
     "name", "train.epochs", "train.max_steps", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
     "train.weight_decay", "train.device", "train.precision", "train.channels_last", "train.compile",
     "train.sync_bn", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-    "train.progress", "data.root", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",
+    "train.progress", "train.ema", "data.root", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",
     "eval.",
 )
 

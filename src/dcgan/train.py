@@ -29,10 +29,12 @@ import torch
 
 from . import __version__
 from . import distributed as dist_utils
+from .augment import diff_augment
 from .checkpoint import load_state, save_checkpoint
 from .config import Config, save_config
 from .data import Batches, to_model_range
 from .devices import pick_device
+from .ema import ema_copy, ema_decay, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
@@ -110,13 +112,20 @@ class TrainState:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     fixed_z: torch.Tensor
+    G_ema: torch.nn.Module | None = None  # the averaged G (train.ema > 0)
     step: int = 0
     position: DataPosition = field(default_factory=DataPosition)
     best: dict[str, Any] | None = None
 
+    @property
+    def G_eval(self) -> torch.nn.Module:
+        """The G that grids, evaluation and best.pt use: the averaged one when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     def checkpoint(self, cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
+        ema = {"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
         return {
-            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), **ema,
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
             "rng": {"cpu": torch.get_rng_state()}, "fixed_z": self.fixed_z.cpu(),
@@ -166,7 +175,7 @@ def save_best(state: TrainState, cfg: Config, meta: dict[str, Any], run_dir: Pat
 
 def save_samples(state: TrainState, run_dir: Path) -> None:
     """The fixed-noise grid of this step, and the curves up to it."""
-    save_grid(generate(state.G, state.fixed_z), run_dir / "samples" / f"fake-{state.step:07d}.png")
+    save_grid(generate(state.G_eval, state.fixed_z), run_dir / "samples" / f"fake-{state.step:07d}.png")
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 
 
@@ -281,6 +290,8 @@ def _restore(state: TrainState, plan: RunPlan, info: dist_utils.DistInfo, per_ra
     saved_world = ck.get("meta", {}).get("world", 1)
     if saved_world != info.world:  # N ranks -> M ranks: continue after the images already used
         state.position.batch = _rescale_position(ck, saved_world, per_rank_batch * info.world)
+    if state.G_ema is not None:  # train.ema on: the saved average, or (turned on at this resume) G itself
+        state.G_ema.load_state_dict(ck["G_ema"] if "G_ema" in ck else state.G.state_dict())
     state.fixed_z = ck["fixed_z"]
     state.best = ck.get("best")
     torch.set_rng_state(ck["rng"]["cpu"])
@@ -340,7 +351,8 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
     adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
                    **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     state = TrainState(G, D, adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d),
-                       fixed_z=noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed))
+                       fixed_z=noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed),
+                       G_ema=ema_copy(G) if tc.ema > 0 else None)
     if plan.resume_ckpt is not None:
         _restore(state, plan, info, per_rank_batch)
     state.fixed_z = state.fixed_z.to(device)
@@ -367,7 +379,8 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
     step_fn = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=state.opt_G, opt_D=state.opt_D, nz=mc.nz,
                       z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
                       scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
-                      to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format))
+                      to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format),
+                      loss=tc.loss, augment=diff_augment(tc.augment))
 
     # Outputs: only rank 0 writes, and only now that the start is known to be good.
     metrics = _start_outputs(plan, state, batches, run_dir, info) if info.is_main else None
@@ -435,6 +448,8 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                     hooks.maybe_die(info.rank, state.step)
                 noise_gen.manual_seed(hash((tc.seed, info.rank, state.step)) % 2**62)  # noise = f(seed, rank, step)
                 window.stats.append(step_fn(data, noise_gen))
+                if state.G_ema is not None:
+                    ema_update(state.G_ema, state.G, ema_decay(tc.ema, state.step))
                 state.step += 1
                 step, is_last = state.step, state.step == total_steps
                 if bar is not None:
@@ -453,7 +468,7 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                     save_samples(state, run_dir)
                 if evaluator is not None and (step % cfg.eval.every == 0 or is_last):
                     # Rank 0 generates and scores; the others wait on the long-timeout group.
-                    scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(state.G, s))
+                    scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(state.G_eval, s))
                     if scores is not None:
                         _record_eval(cfg, state, scores, run_dir, meta, metrics)
                 if main and tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
@@ -468,7 +483,7 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                 save_last(state, cfg, meta, run_dir)
                 plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
             if hooks is not None:
-                hooks.dump(info.rank, state.step, {"G": state.G, "D": state.D})
+                hooks.dump(info.rank, state.step, {"G": state.G, "D": state.D})  # (the raw nets)
         except Exception as e:
             if info.enabled and dist_utils.is_comm_failure(e):
                 last = run_dir / "checkpoints" / "last.pt"
