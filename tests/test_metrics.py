@@ -1,4 +1,5 @@
-"""Metric sanity: Frechet distance, KID, precision/recall, IS on constructed inputs (no data needed)."""
+"""Metric sanity: Frechet distance, KID, precision/recall, IS on constructed inputs (no data needed),
+and the registry every score is dispatched through."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import torch
 from dcgan.config import from_dict
 from dcgan.errors import ConfigError, DCGANError
 from dcgan.metrics import (
+    compute,
     frechet_distance,
     gaussian_stats,
     inception_score,
     kernel_distance,
     mmd2_unbiased,
     precision_recall,
+    registry,
     resolve_metrics,
 )
-from dcgan.metrics.evaluator import class_coverage, is_better
+from dcgan.metrics.compute import Features, RealStats, ScoreOptions, class_coverage
+from dcgan.metrics.registry import is_better
 
 
 def _random_cov(rng, d):
@@ -131,3 +135,61 @@ def test_metric_names_and_config_validation():
         from_dict({"eval": {"every": 10, "metrics": ["fd_clf"], "best": "fid"}})
     cfg = from_dict({"eval": {"every": 10, "metrics": "fd_clf,pr_clf", "best": "recall_clf"}})
     assert cfg.eval.metrics == ["fd_clf", "pr_clf"]
+
+
+def test_registry_is_the_one_table():
+    """Every metric names a compute function that exists; config validation and the CLI's list read it."""
+    for m in registry.METRICS.values():
+        assert callable(getattr(compute, m.compute)), m.name
+        assert m.network in (registry.CLASSIFIER, registry.INCEPTION)
+        assert all(s.better in (registry.LOWER, registry.HIGHER, "") for s in m.scores)
+    assert registry.score_keys(["pr_clf", "fd_clf"]) == ["precision_clf", "recall_clf", "fd_clf"]
+    assert registry.ranked_keys(["kid_clf"]) == ["kid_clf"]  # the spread ranks nothing
+    assert registry.lower_is_better("fid") and not registry.lower_is_better("recall")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_metric("fid", registry.INCEPTION, (("fid", registry.LOWER),), "frechet")
+    import dcgan.metrics.evaluator as evaluator
+
+    assert not hasattr(evaluator, "METRICS")  # no second table
+
+
+def _sides(seed: int, n: int = 200, d: int = 8, k: int = 4, shift: float = 0.0):
+    rng = np.random.default_rng(seed)
+    real_f = rng.normal(size=(n, d))
+    fake = Features(rng.normal(loc=shift, size=(n, d)), np.eye(k)[np.arange(n) % k] * 5)
+    labels = torch.arange(n) % k
+    return fake, RealStats.from_features(real_f, labels, k, "synthetic (test)")
+
+
+def test_each_metric_dispatches_to_its_formula():
+    """The registry's scores equal the formulas called directly, keyed as declared."""
+    fake, real = _sides(0, shift=0.5)
+    opts = ScoreOptions(seed=1, kid_subsets=5, kid_subset_size=50)
+    real64 = real.features.double().numpy()
+    fd = registry.METRICS["fd_clf"](fake, real, opts)
+    assert fd == {"fd_clf": frechet_distance(*gaussian_stats(fake.embedding), real.mu, real.sigma)}
+    assert registry.METRICS["fid"](fake, real, opts) == {"fid": fd["fd_clf"]}
+    kid = kernel_distance(real64, fake.embedding, subsets=5, subset_size=50, seed=1)
+    assert registry.METRICS["kid"](fake, real, opts) == {"kid": kid[0], "kid_std": kid[1]}
+    p, r = precision_recall(real64, fake.embedding, 3)
+    assert registry.METRICS["pr_clf"](fake, real, opts) == {"precision_clf": p, "recall_clf": r}
+    m, s = inception_score(fake.logits, splits=10)
+    assert registry.METRICS["is"](fake, real, opts) == {"is": m, "is_std": s}
+    assert registry.METRICS["coverage"](fake, real, opts) == {"coverage": 1.0}
+
+
+def test_coverage_needs_labels():
+    fake, real = _sides(0)
+    real.class_freq = None
+    with pytest.raises(DCGANError, match="synthetic \\(test\\) has no labels for class coverage"):
+        registry.METRICS["coverage"](fake, real, ScoreOptions())
+
+
+def test_real_stats_round_trip_through_a_cache_blob():
+    _, real = _sides(3)
+    back = RealStats.from_blob(real.to_blob(), real.source)
+    assert torch.equal(back.features, real.features) and back.num == real.num
+    assert np.array_equal(back.mu, real.mu) and np.array_equal(back.sigma, real.sigma)
+    assert np.array_equal(back.class_freq, real.class_freq)
+    with pytest.raises(KeyError):
+        RealStats.from_blob({"mu": torch.zeros(2)}, "x")

@@ -1,23 +1,272 @@
-"""The classifier, the evaluator on real Fashion-MNIST, best.pt during training, and the CLI."""
+"""The evaluator, best.pt during training, `dcgan eval` / `classifier` / `nn`, and the caches.
+
+Two fixtures: a folder of random 16 px PNGs with a tiny random classifier (always runs), and
+real Fashion-MNIST with a trained classifier (skips, saying why, when the data is missing).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from dcgan.cli import main
+from dcgan.cli import build_parser, main
 from dcgan.config import from_dict
 from dcgan.data import load_images
-from dcgan.metrics.classifier import get_classifier, train_classifier
-from dcgan.metrics.evaluator import Evaluator
+from dcgan.errors import DCGANError
+from dcgan.metrics import classifier as classifier_mod
+from dcgan.metrics.classifier import Classifier, classifier_path, get_classifier, train_classifier
+from dcgan.metrics.evaluator import Evaluator, build_evaluator, stats_path
 from dcgan.metrics.memorisation import memorisation
 from dcgan.models import build_models
 from dcgan.runs import read_metrics
 from dcgan.train import train
 
-SUBSET = 1024  # training images for the tiny classifier (16px, 2 epochs: a few seconds)
+SUBSET = 1024  # real training images for the tiny classifier (16px, 2 epochs: a few seconds)
+CLF_METRICS = ["fd_clf", "is_clf", "kid_clf", "pr_clf"]  # a folder has no labels: no coverage
+
+
+# --- synthetic fixture: random PNGs and a random classifier -------------------------------------------
+
+
+def write_pngs(folder: Path, n: int, seed: int, start: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(start, start + n):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(folder / f"{i:04d}.png")
+    return folder
+
+
+def synth_config(folder: Path, cache: Path, **sections):
+    base = {
+        "name": "synth",
+        "data": {"name": "folder", "root": str(folder), "image_size": 16, "channels": 1, "cache_dir": str(cache)},
+        "model": {"ngf": 8, "ndf": 8},
+        "train": {"batch_size": 16, "max_steps": 6, "log_every": 2, "sample_every": 6, "checkpoint_every": 0,
+                  "num_fixed": 16, "progress": False, "seed": 1, "device": "cpu"},
+    }
+    for key, values in sections.items():
+        base.setdefault(key, {}).update(values)
+    return from_dict(base)
+
+
+def save_random_classifier(path: Path, seed: int = 0, num_classes: int = 4) -> Path:
+    """A file like `dcgan classifier` writes, with random weights (a folder has no labels to learn)."""
+    torch.manual_seed(seed)
+    net = Classifier(1, num_classes)
+    info = {"dataset": "folder", "split": "train", "image_size": 16, "channels": 1, "seed": seed, "epochs": 2,
+            "num_train": 0, "num_train_images": 0, "num_classes": num_classes, "train_seconds": 0.0,
+            "test_split": "test", "num_test": 0, "test_accuracy": 0.25}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": net.state_dict(), "info": info}, path)
+    return path
+
+
+@pytest.fixture
+def synth(tmp_path):
+    """A 64-image folder, its config, and a random classifier where get_classifier looks."""
+    folder = write_pngs(tmp_path / "imgs", 64, seed=0)
+    cfg = synth_config(folder, tmp_path / "cache")
+    save_random_classifier(classifier_path(cfg.data, epochs=2))
+    return cfg
+
+
+def evil_pickle(path: Path, marker: Path) -> Path:
+    """A file torch.load(weights_only=False) would run code from: it creates `marker`."""
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    torch.save({"state": Evil(), "info": Evil()}, path)
+    return path
+
+
+def test_the_hostile_fixture_is_hostile(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.load(evil_pickle(tmp_path / "evil.pt", marker), weights_only=False)  # what must never happen
+    assert marker.exists()
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+# --- synthetic: scoring, caches, hostile files ------------------------------------------------------
+
+
+def test_identical_images_score_zero_and_others_far(synth):
+    ev = Evaluator(CLF_METRICS, synth.data, split="train", kid_subsets=5)
+    same = ev.score_images(load_images(synth.data, "train").images)
+    gray = ev.score_images(torch.full((64, 1, 16, 16), 128, dtype=torch.uint8))
+    assert same["fd_clf"] == pytest.approx(0.0, abs=1e-6) and gray["fd_clf"] > 1e-3
+    assert same["precision_clf"] == same["recall_clf"] == 1.0 and gray["recall_clf"] < 0.5
+    assert same["kid_clf"] < gray["kid_clf"]
+    assert list(same)[:7] == ["fd_clf", "is_clf", "is_clf_std", "kid_clf", "kid_clf_std", "precision_clf",
+                              "recall_clf"]  # registry order
+    assert same["n_real"] == same["n_gen"] == 64 and same["features"].startswith("clf-folder-train-16px")
+    with pytest.raises(DCGANError, match="has no labels for class coverage"):
+        Evaluator(["coverage"], synth.data).score_images(load_images(synth.data, "train").images)
+
+
+def test_evaluation_is_reproducible_under_a_seed(synth):
+    torch.manual_seed(0)
+    G, _ = build_models(synth.model, 16, 1)
+    G.train()
+    ev = Evaluator(["fd_clf", "is_clf"], synth.data, num_samples=40, seed=3)
+    a, b = ev(G, 0), ev(G, 0)
+    assert G.training  # the mode is restored
+    assert a["fd_clf"] == b["fd_clf"] and a["is_clf"] == b["is_clf"]
+    c = Evaluator(["fd_clf"], synth.data, num_samples=40, seed=4)(G, 0)
+    assert c["fd_clf"] != a["fd_clf"]
+
+
+def test_statistics_cache_is_keyed_by_content(synth, caplog, tmp_path):
+    ev = Evaluator(["fd_clf"], synth.data)
+    first = ev.real("classifier")
+    path = stats_path(synth.data, "test", ev.net_key("classifier"), 64)
+    assert path.is_file() and first.num == 64
+    # The same folder with more images: new statistics, never the old ones.
+    write_pngs(Path(synth.data.root), 8, seed=1, start=64)
+    again = Evaluator(["fd_clf"], synth.data).real("classifier")
+    assert again.num == 72 and stats_path(synth.data, "test", ev.net_key("classifier"), 72) != path
+    # A corrupt or hostile cache is recomputed with a warning and never unpickled.
+    ev2 = Evaluator(["fd_clf"], synth.data)
+    cached = stats_path(synth.data, "test", ev2.net_key("classifier"), 72)
+    marker = tmp_path / "pwned"
+    evil_pickle(cached, marker)
+    with caplog.at_level(logging.WARNING, logger="dcgan.metrics.evaluator"):
+        redone = ev2.real("classifier")
+    assert "ignoring unreadable statistics cache" in caplog.text and not marker.exists()
+    assert np.array_equal(redone.mu, again.mu)
+    # A retrained classifier (same name, other weights) does not reuse the statistics.
+    save_random_classifier(classifier_path(synth.data, epochs=2), seed=1)
+    assert Evaluator(["fd_clf"], synth.data).net_key("classifier") != ev2.net_key("classifier")
+
+
+def test_hostile_classifier_file_is_refused(synth, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = evil_pickle(tmp_path / "evil.pt", marker)
+    rc = main(["eval", "--images", synth.data.root, "--dataset", "folder", "--data-root", synth.data.root,
+               "--image-size", "16", "--cache-dir", synth.data.cache_dir, "--metrics", "fd_clf",
+               "--classifier", str(evil), "--device", "cpu"])
+    assert rc == 2 and "is not a classifier written by `dcgan classifier`" in one_line_error(capsys)
+    assert not marker.exists()
+
+
+def test_corrupt_cached_classifier_is_trained_again(synth, tmp_path, caplog, monkeypatch):
+    path = classifier_path(synth.data, epochs=2)
+    marker = tmp_path / "pwned"
+    evil_pickle(path, marker)
+    calls = []
+    monkeypatch.setattr(classifier_mod, "train_classifier", lambda *a, **k: calls.append(k) or "retrained")
+    with caplog.at_level(logging.WARNING, logger="dcgan.metrics.classifier"):
+        assert get_classifier(synth.data, epochs=2) == "retrained"
+    assert "is unreadable; training it again" in caplog.text and len(calls) == 1 and not marker.exists()
+    with pytest.raises(DCGANError, match="is not a classifier written by"):
+        get_classifier(synth.data, epochs=2, train_if_missing=False)
+
+
+def test_training_keeps_best_and_eval_leaves_the_runs_log_alone(synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = synth_config(Path(synth.data.root), Path(synth.data.cache_dir),
+                       eval={"every": 2, "num_samples": 40, "metrics": ["fd_clf", "is_clf"]})
+    train(cfg, run_dir=run)
+    evals = read_metrics(run / "metrics.jsonl", "eval")
+    assert [e["step"] for e in evals] == [2, 4, 6]
+    assert all(e["n_gen"] == 40 and e["split"] == "test" and "features" in e for e in evals)
+    best = min(evals, key=lambda e: e["fd_clf"])
+    ck = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert ck["step"] == best["step"] and ck["best"]["fd_clf"] == pytest.approx(best["fd_clf"])
+    assert (run / "scores.png").is_file()
+    capsys.readouterr()
+
+    # dcgan eval on the run: its metrics.jsonl stays byte-identical; one line in evaluations.jsonl.
+    log_before = (run / "metrics.jsonl").read_bytes()
+    args = ["eval", "--checkpoint", str(run), "--num", "64", "--metrics", "fd_clf,pr_clf", "--json",
+            "--device", "cpu"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == 6 and out["n_gen"] == 64 and out["n_real"] == 64
+    assert (run / "metrics.jsonl").read_bytes() == log_before
+    lines = (run / "evaluations.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["source"] == "dcgan eval"
+    assert json.loads(lines[0])["fd_clf"] == out["fd_clf"]
+    assert main([*args, "--no-log"]) == 0
+    assert len((run / "evaluations.jsonl").read_text().splitlines()) == 1
+    assert (run / "metrics.jsonl").read_bytes() == log_before
+
+    # dcgan eval --images: a folder of PNGs scores like the same images in memory.
+    folder = tmp_path / "samples"
+    assert main(["sample", "--checkpoint", str(run), "--num", "64", "--out", str(folder)]) == 0
+    capsys.readouterr()
+    rc = main(["eval", "--images", str(folder), "--dataset", "folder", "--image-size", "16", "--data-root",
+               synth.data.root, "--cache-dir", synth.data.cache_dir, "--metrics", "fd_clf", "--json",
+               "--device", "cpu"])
+    folder_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and folder_scores["fd_clf"] == pytest.approx(out["fd_clf"], rel=1e-6)
+
+    # dcgan nn: the figure and the distance summary.
+    fig = tmp_path / "nn.png"
+    assert main(["nn", "--checkpoint", str(run), "--out", str(fig), "--num", "20", "--num-show", "3",
+                 "--device", "cpu"]) == 0
+    assert fig.is_file() and "held-out" in capsys.readouterr().out
+
+
+def test_memorisation_flags_copies_synthetic(synth):
+    clf = get_classifier(synth.data, epochs=2, train_if_missing=False)
+    images = load_images(synth.data, "train").images
+    train_imgs, heldout = images[:48], images[48:]
+    copies = memorisation(train_imgs[:16], heldout, train_imgs, clf, num_show=4)
+    assert (copies.dist["sample_pixel"] < 0.05).all()
+    assert copies.summary()["frac_below_heldout_p1_pixel"] == 1.0
+    assert torch.equal(copies.nn_pixel[:, 0], torch.arange(4))
+
+
+def test_build_evaluator_only_scores(synth):
+    cfg = synth_config(Path(synth.data.root), Path(synth.data.cache_dir),
+                       eval={"every": 2, "metrics": ["fd_clf"], "num_samples": 20})
+    ev = build_evaluator(cfg, "cpu")
+    assert ev.real("classifier").num == 64  # paid for before training starts
+    assert not any(hasattr(ev, a) for a in ("run_dir", "best", "is_better"))  # the run owns best.pt
+
+
+# --- the front door ------------------------------------------------------------------------------------
+
+
+def test_every_option_has_help_with_its_default():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("eval", "classifier", "nn"):
+        for action in sub.choices[name]._actions:
+            if action.dest == "help":
+                continue
+            text = action.help or ""
+            assert "default" in text or "required" in text, f"dcgan {name} {action.option_strings}: {text!r}"
+    classifier_help = sub.choices["classifier"].format_help()
+    assert "--checkpoint" not in classifier_help
+
+
+def test_cli_errors(capsys, tmp_path):
+    assert main(["eval", "--images", str(tmp_path)]) == 2
+    assert "--images needs --dataset" in one_line_error(capsys)
+    assert main(["eval", "--images", str(tmp_path), "--dataset", "fashion_mnist", "--num", "3"]) == 2
+    assert "too few" in one_line_error(capsys)
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in one_line_error(capsys)
+    assert main(["eval", "--images", str(tmp_path), "--dataset", "fashion_mnist", "--metrics", "fidd"]) == 2
+    assert "unknown metric 'fidd'" in one_line_error(capsys)
+    assert main(["classifier"]) == 2
+    assert "--dataset is required" in one_line_error(capsys)
+
+
+# --- real Fashion-MNIST ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +310,6 @@ def test_real_splits_score_close_and_noise_far(cfg, clf):
         ev.score_images(torch.zeros(20, 3, 16, 16, dtype=torch.uint8))
 
 
-def test_evaluation_is_reproducible_under_a_seed(cfg, clf):
-    torch.manual_seed(0)
-    G, _ = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
-    G.train()
-    ev = Evaluator(["fd_clf", "is_clf"], cfg.data, num_samples=200, seed=3, classifier=clf)
-    a, b = ev(G, 0), ev(G, 0)
-    assert G.training  # the mode is restored
-    assert a["fd_clf"] == b["fd_clf"] and a["is_clf"] == b["is_clf"]
-    c = Evaluator(["fd_clf"], cfg.data, num_samples=200, seed=4, classifier=clf)(G, 0)
-    assert c["fd_clf"] != a["fd_clf"]
-
-
 def test_memorisation_flags_copies(cfg, clf):
     train_imgs = load_images(cfg.data, "train").images
     heldout = load_images(cfg.data, "test").images[:100]
@@ -84,53 +321,20 @@ def test_memorisation_flags_copies(cfg, clf):
     assert fair.summary()["frac_below_heldout_p1_pixel"] < 0.1
 
 
-def test_training_keeps_best_checkpoint_and_cli(cfg, clf, tmp_path, capsys):
+def test_fashion_mnist_training_eval_and_cli(cfg, clf, tmp_path, capsys):
     run = tmp_path / "run"
-    tcfg = from_dict({**cfg.to_dict(), "eval": {**cfg.to_dict()["eval"], "every": 2, "num_samples": 100,
+    tcfg = from_dict({**cfg.to_dict(), "eval": {**cfg.to_dict()["eval"], "every": 3, "num_samples": 100,
                                                 "metrics": ["fd_clf", "coverage", "is_clf"]},
                       "train": {**cfg.to_dict()["train"], "max_steps": 6}})
     train(tcfg, run_dir=run)
     evals = read_metrics(run / "metrics.jsonl", "eval")
-    assert [e["step"] for e in evals] == [2, 4, 6]
-    assert all(e["n_gen"] == 100 and e["split"] == "test" and "features" in e for e in evals)
     best = min(evals, key=lambda e: e["fd_clf"])
-    ck = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    assert ck["step"] == best["step"] and ck["best"]["fd_clf"] == pytest.approx(best["fd_clf"])
-    assert (run / "scores.png").is_file()
+    assert [e["step"] for e in evals] == [3, 6]
     assert f"best.pt (step {best['step']}, fd_clf" in capsys.readouterr().err  # the run's summary names it
-
-    # dcgan eval on the run: a table/JSON and one more eval record in the run's log.
-    rc = main(["eval", "--checkpoint", str(run), "--num", "100", "--metrics", "fd_clf,coverage", "--num-real", "1024",
-               "--json", "--classifier", str(clf.path)])
-    assert rc == 0
+    log_before = (run / "metrics.jsonl").read_bytes()
+    rc = main(["eval", "--checkpoint", str(run), "--num", "100", "--metrics", "fd_clf,coverage", "--num-real",
+               "1024", "--json", "--classifier", str(clf.path)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["step"] == 6 and out["n_gen"] == 100 and out["features"] == clf.name
-    assert out["n_real"] == 1024
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["source"] == "dcgan eval"
-
-    # dcgan eval --images: a folder of PNGs scores like the same images in memory.
-    folder = tmp_path / "imgs"
-    main(["sample", "--checkpoint", str(run), "--num", "100", "--out", str(folder)])
-    capsys.readouterr()
-    rc = main(["eval", "--images", str(folder), "--dataset", "fashion_mnist", "--image-size", "16",
-               "--data-root", cfg.data.root, "--cache-dir", cfg.data.cache_dir, "--metrics", "fd_clf",
-               "--classifier", str(clf.path), "--json", "--num-real", "1024"])
-    folder_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 0 and folder_scores["fd_clf"] == pytest.approx(out["fd_clf"], rel=1e-6)
-
-    # dcgan nn: the figure and the distance summary.
-    fig = tmp_path / "nn.png"
-    assert main(["nn", "--checkpoint", str(run), "--out", str(fig), "--num", "50", "--num-show", "3"]) == 0
-    assert fig.is_file() and "held-out" in capsys.readouterr().out
-
-
-def test_cli_errors(capsys, tmp_path):
-    assert main(["eval", "--images", str(tmp_path)]) == 2
-    assert "--images needs --dataset" in capsys.readouterr().err
-    assert main(["eval", "--images", str(tmp_path), "--dataset", "fashion_mnist", "--num", "3"]) == 2
-    assert "too few" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "not found" in capsys.readouterr().err
-    assert main(["eval", "--images", str(tmp_path), "--dataset", "fashion_mnist", "--metrics", "fidd"]) == 2
-    assert "unknown metric 'fidd'" in capsys.readouterr().err
+    assert rc == 0 and out["step"] == 6 and out["n_real"] == 1024 and out["features"] == clf.name
+    assert (run / "metrics.jsonl").read_bytes() == log_before
+    assert json.loads((run / "evaluations.jsonl").read_text())["coverage"] == out["coverage"]

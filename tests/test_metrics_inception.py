@@ -2,18 +2,23 @@
 
 The real FID weights cannot be downloaded here, so the test writes a randomly initialised
 state dict of the same network (the format torch-fidelity's file has) and checks that our
-FID and IS equal torchmetrics' own for the same images.
+FID and IS equal torchmetrics' own for the same images, and that a weights file that would
+run code when unpickled is refused before it can.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from dcgan.cli import main
+from dcgan.config import from_dict
 from dcgan.errors import DCGANError
-from dcgan.metrics.evaluator import Evaluator
+from dcgan.metrics.evaluator import Evaluator, build_evaluator
 from dcgan.metrics.inception import ENV_WEIGHTS, InceptionFeatures, inception_score, resolve_weights
 
 pytest.importorskip("torch_fidelity")
@@ -105,3 +110,69 @@ def test_evaluator_inception_metrics_on_real_data(weights, tiny_cfg):
     assert {"fid", "is", "kid", "precision", "recall"} <= set(scores)
     assert scores["features"].startswith("inception-v3-") and scores["n_real"] == 8 and scores["n_gen"] == 8
     assert scores["fid"] > 0
+
+
+# --- hostile weights files --------------------------------------------------------------------------
+
+
+def _evil(path: Path, marker: Path) -> Path:
+    """A state dict torch.load(weights_only=False) would run code from: it creates `marker`."""
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    torch.save({"fc.weight": Evil()}, path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """12 random 16 px grayscale PNGs."""
+    rng = np.random.default_rng(0)
+    out = tmp_path / "imgs"
+    out.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(out / f"{i}.png")
+    return out
+
+
+def test_hostile_weights_never_run(folder, tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "pwned"
+    evil = _evil(tmp_path / "weights-inception-evil.pth", marker)
+    torch.load(evil, weights_only=False)  # the file is hostile: an unsafe load runs its code
+    assert marker.exists()
+    marker.unlink()
+    args = ["eval", "--images", str(folder), "--dataset", "folder", "--data-root", str(folder), "--image-size",
+            "16", "--cache-dir", str(tmp_path / "cache"), "--metrics", "fid", "--device", "cpu"]
+    # --inception-weights FILE
+    assert main([*args, "--inception-weights", str(evil)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Inception weights") and "not a plain tensor file" in err and "\n" not in err
+    # $DCGAN_INCEPTION_WEIGHTS
+    monkeypatch.setenv(ENV_WEIGHTS, str(evil))
+    assert main(args) == 2
+    assert "not a plain tensor file" in capsys.readouterr().err
+    monkeypatch.delenv(ENV_WEIGHTS)
+    # eval.inception_weights in a training config
+    cfg = from_dict({"data": {"name": "folder", "root": str(folder), "image_size": 16, "channels": 1,
+                              "cache_dir": str(tmp_path / "cache")},
+                     "eval": {"every": 2, "metrics": ["fid"], "best": "fid", "inception_weights": str(evil)}})
+    with pytest.raises(DCGANError, match="not a plain tensor file"):
+        build_evaluator(cfg, "cpu")
+    assert not marker.exists()
+
+
+def test_download_is_loaded_as_plain_tensors(monkeypatch):
+    """Without a local file the download goes through torch.hub with weights_only=True; offline, one line."""
+    seen = {}
+
+    def fake_download(url, **kwargs):
+        seen.update(kwargs)
+        raise OSError("no network")
+
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    with pytest.raises(DCGANError, match="could not download the Inception-v3 FID weights \\(no network\\)"):
+        InceptionFeatures(None)
+    assert seen["weights_only"] is True

@@ -2,8 +2,9 @@
 
 Two feature networks, never confused: Inception-v3 through torchmetrics (`fid`, `kid`, `is`,
 `precision`/`recall`) and the project's own classifier (`fd_clf`, `kid_clf`, `is_clf`,
-`precision_clf`/`recall_clf`, `coverage`). The metrics are declared once, in `registry`.
-See docs/evaluation.md.
+`precision_clf`/`recall_clf`, `coverage`). The metrics are declared once, in `registry`, each
+naming its compute function in `compute`; `evaluator` scores by that table and `evaluate` runs
+one-off evaluations (`dcgan eval`). See docs/evaluation.md.
 
 Names are imported on first use, so `dcgan.metrics.registry` (which the config uses) loads
 without torch or the evaluator.
@@ -15,8 +16,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "METRICS": "registry", "register_metric": "registry",
+    "METRICS": "registry", "register_metric": "registry", "is_better": "registry",
     "Evaluator": "evaluator", "build_evaluator": "evaluator", "resolve_metrics": "evaluator",
+    "EvalSettings": "evaluate", "evaluate_checkpoint": "evaluate", "evaluate_folder": "evaluate",
+    "memorisation_report": "memorisation",
     "frechet_distance": "frechet", "gaussian_stats": "frechet", "inception_score": "inception",
     "kernel_distance": "kid", "mmd2_unbiased": "kid", "precision_recall": "prdc",
 }

@@ -11,8 +11,8 @@ The trained network is cached on disk, keyed by dataset, split, image size, chan
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import torch_save
 from ..config import DataConfig
 from ..data import load_images, to_model_range
 from ..errors import DCGANError
@@ -74,6 +75,15 @@ class TrainedClassifier:
         """The feature network's name in reports and cache keys (the cache file's stem)."""
         return self.path.stem if self.path is not None else classifier_key(**{
             k: self.info[k] for k in ("dataset", "split", "image_size", "channels", "seed", "epochs", "num_train")})
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the weights (for cache keys: retraining keeps the name, not the weights)."""
+        h = hashlib.sha1()
+        for key, t in self.net.state_dict().items():
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:8]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> dict[str, np.ndarray]:
@@ -157,34 +167,45 @@ def train_classifier(data_cfg: DataConfig, *, split: str = "train", test_split: 
              info["test_accuracy"], len(test), test_split, seconds)
     if save:
         path = classifier_path(data_cfg, split=split, seed=seed, epochs=epochs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save({"state": net.state_dict(), "info": info}, tmp)
-        os.replace(tmp, path)
-        clf.path = path
+        try:
+            torch_save({"state": net.state_dict(), "info": info}, path)
+            clf.path = path
+        except OSError as e:  # a read-only or full cache folder: use it now, train again next time
+            log.warning("could not cache the classifier at %s (%s); it will be trained again next time",
+                        path, e.strerror or type(e).__name__)
     return clf
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> TrainedClassifier:
+    """A classifier file written by `dcgan classifier`, loaded without running code (weights_only)."""
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         info = blob["info"]
         net = Classifier(info["channels"], info["num_classes"])
         net.load_state_dict(blob["state"])
-    except Exception as e:
+        info["test_accuracy"] = float(info["test_accuracy"])
+    except Exception as e:  # unreadable, torn, another format, or a pickle that would run code
         raise DCGANError(f"{str(path)!r} is not a classifier written by `dcgan classifier` "
-                         f"({type(e).__name__}); delete it and run `dcgan classifier` again") from None
+                         f"({type(e).__name__}); pass such a file, or delete it and run `dcgan classifier` "
+                         "again") from None
     return TrainedClassifier(net.to(device).eval(), info, path)
 
 
 def get_classifier(data_cfg: DataConfig, *, split: str = "train", seed: int = 0, epochs: int = 2,
-                   device: torch.device | str = "cpu", train_if_missing: bool = True) -> TrainedClassifier:
-    """The cached classifier for this dataset/split/size/channels/seed, trained first if missing."""
+                   device: torch.device | str = "cpu", train_if_missing: bool = True,
+                   force: bool = False) -> TrainedClassifier:
+    """The cached classifier for this dataset/split/size/channels/seed, trained first if missing
+    (or unreadable: a corrupt cache file is replaced, with a warning), or always with `force`."""
     path = classifier_path(data_cfg, split=split, seed=seed, epochs=epochs)
-    if path.is_file():
-        return load_classifier(path, device)
-    if not train_if_missing:
+    if path.is_file() and not force:
+        try:
+            return load_classifier(path, device)
+        except DCGANError:
+            if not train_if_missing:
+                raise
+            log.warning("the cached classifier %s is unreadable; training it again", path)
+    elif not train_if_missing and not force:
         raise DCGANError(f"no classifier for {data_cfg.name} at {data_cfg.image_size}px ({path} is missing); "
                          f"run `dcgan classifier --dataset {data_cfg.name} --image-size {data_cfg.image_size}`")
     log.info("training the evaluation classifier on %s %s (%dpx, once; cached at %s)",

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import save_figure
 from ..data import to_model_range
 from .classifier import TrainedClassifier
 
@@ -103,8 +105,61 @@ def plot_memorisation(report: MemorisationReport, train: torch.Tensor, out: str 
         a.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
-    return out
+    return Path(out)
+
+
+@dataclass
+class MemorisationResult:
+    report: MemorisationReport
+    figure: Path
+    num_samples: int
+    num_heldout: int
+    heldout_split: str
+    num_train: int
+    train_split: str
+    image_size: int
+
+    def summary_text(self) -> str:
+        """The distance summary `dcgan nn` prints."""
+        s = self.report.summary()
+        lines = [f"nearest-training-image distances ({self.num_samples} samples, {self.num_heldout} held-out "
+                 f"{self.heldout_split} images, {self.num_train} {self.train_split} images, {self.image_size}px):"]
+        for space in ("feature", "pixel"):
+            lines.append(f"  {space:<8} median sample->train {s[f'median_sample_{space}']:.3f}   "
+                         f"median held-out->train {s[f'median_heldout_{space}']:.3f}   "
+                         f"samples closer than 99% of held-out: {100 * s[f'frac_below_heldout_p1_{space}']:.1f}% "
+                         "(~1% expected without copying)")
+        return "\n".join(lines)
+
+
+def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1000, num_show: int = 8,
+                        seed: int = 0, heldout_split: str = "test", classifier_epochs: int = 2,
+                        data_overrides: dict[str, Any] | None = None, device: str = "auto") -> MemorisationResult:
+    """`num` samples of a checkpoint and `num` held-out images against the training split; the
+    figure (the first `num_show` samples beside their neighbours, and the histograms) to `out`."""
+    from ..checkpoint import load_models
+    from ..data import load_images, to_uint8
+    from ..devices import pick_device
+    from ..errors import DCGANError
+    from ..sampling import generate, noise
+    from .classifier import get_classifier
+    from .evaluate import data_config
+
+    if num < 2 or num_show < 1:
+        raise DCGANError(f"--num {num} must be >= 2 and --num-show {num_show} >= 1")
+    dev = pick_device(device)
+    G, _, cfg, ckpt = load_models(checkpoint, dev)
+    data_cfg = data_config(cfg.data, **(data_overrides or {}))
+    clf = get_classifier(data_cfg, epochs=classifier_epochs, device=dev)
+    train = load_images(data_cfg, data_cfg.split)
+    heldout = load_images(data_cfg, heldout_split).images[:num]
+    z = noise(num, cfg.model.nz, cfg.model.z_dist, seed, dev)
+    samples = to_uint8(generate(G, z)).cpu()
+    rep = memorisation(samples, heldout, train.images, clf, num_show=num_show)
+    title = (f"{Path(str(checkpoint))} (step {ckpt.get('step', '?')}): {num} samples vs {len(heldout)} "
+             f"{heldout_split} images; nearest of {len(train)} {data_cfg.split} images; features: {clf.name}")
+    figure = plot_memorisation(rep, train.images, out, title)
+    return MemorisationResult(rep, figure, num, len(heldout), heldout_split, len(train), data_cfg.split,
+                              data_cfg.image_size)

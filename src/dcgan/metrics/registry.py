@@ -1,17 +1,25 @@
 """The metric registry: every evaluation metric declared once.
 
 A metric has a name (what `eval.metrics` and `dcgan eval --metrics` take), the feature network
-it uses, and the scores it yields, each with its direction. The config validates against this
-table, the evaluator scores by it, and the run's `scores.png` / `best.pt` read directions from
-it. This module imports nothing heavy, so the config can use it.
+it uses, the scores it yields (each with its direction) and the function that computes them.
+The config validates against this table, the evaluator scores by it, and the run's
+`scores.png` / `best.pt` read directions from it.
+
+This module imports nothing heavy, so the config can use it: a metric names its compute
+function in `dcgan.metrics.compute` (numpy, scipy, sklearn), imported on the first score.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CLASSIFIER, INCEPTION = "classifier", "inception"
 LOWER, HIGHER = "lower", "higher"  # which way a score is better
+COMPUTE_MODULE = "dcgan.metrics.compute"
 
 
 @dataclass(frozen=True)
@@ -25,35 +33,51 @@ class Metric:
     name: str
     network: str  # CLASSIFIER or INCEPTION
     scores: tuple[Score, ...]
+    compute: str  # a function of dcgan.metrics.compute: (fake, real, options) -> one value per score
     doc: str = ""
 
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(s.key for s in self.scores)
 
+    def __call__(self, fake: Any, real: Any, options: Any) -> dict[str, float]:
+        """The metric's scores, {key: value} in declared order (see dcgan.metrics.compute)."""
+        fn: Callable[..., tuple[float, ...]] = getattr(importlib.import_module(COMPUTE_MODULE), self.compute)
+        values = fn(fake, real, options)
+        if len(values) != len(self.scores):
+            raise RuntimeError(f"{self.compute} gave {len(values)} values for the {len(self.scores)} "
+                               f"scores of {self.name}")
+        return dict(zip(self.keys, values))
+
 
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, network: str, scores: tuple[tuple[str, str], ...], doc: str = "") -> Metric:
-    """Declare a metric: `scores` is ((key, LOWER|HIGHER|""), ...)."""
+def register_metric(name: str, network: str, scores: tuple[tuple[str, str], ...], compute: str,
+                    doc: str = "") -> Metric:
+    """Declare a metric: `scores` is ((key, LOWER|HIGHER|""), ...); `compute` names its function."""
     if name in METRICS:
         raise ValueError(f"metric {name!r} is registered twice")
-    metric = Metric(name, network, tuple(Score(k, b) for k, b in scores), doc)
+    metric = Metric(name, network, tuple(Score(k, b) for k, b in scores), compute, doc)
     METRICS[name] = metric
     return metric
 
 
-register_metric("fd_clf", CLASSIFIER, (("fd_clf", LOWER),), "Frechet distance of classifier features")
-register_metric("kid_clf", CLASSIFIER, (("kid_clf", LOWER), ("kid_clf_std", "")), "kernel (MMD) distance")
+# The project's classifier (offline; scores not comparable with published numbers).
+register_metric("fd_clf", CLASSIFIER, (("fd_clf", LOWER),), "frechet", "Frechet distance of classifier features")
+register_metric("kid_clf", CLASSIFIER, (("kid_clf", LOWER), ("kid_clf_std", "")), "kernel",
+                "kernel (MMD) distance of classifier features")
 register_metric("pr_clf", CLASSIFIER, (("precision_clf", HIGHER), ("recall_clf", HIGHER)),
-                "precision/recall of classifier features (Kynkaanniemi et al. 2019, k=3)")
-register_metric("is_clf", CLASSIFIER, (("is_clf", HIGHER), ("is_clf_std", "")), "Inception Score of the classifier")
-register_metric("coverage", CLASSIFIER, (("coverage", HIGHER),), "fraction of classes generated")
-register_metric("fid", INCEPTION, (("fid", LOWER),), "Frechet Inception Distance")
-register_metric("kid", INCEPTION, (("kid", LOWER), ("kid_std", "")), "Kernel Inception Distance")
-register_metric("pr", INCEPTION, (("precision", HIGHER), ("recall", HIGHER)), "Inception precision/recall")
-register_metric("is", INCEPTION, (("is", HIGHER), ("is_std", "")), "Inception Score")
+                "manifold_precision_recall", "precision/recall of classifier features (Kynkaanniemi et al. 2019, k=3)")
+register_metric("is_clf", CLASSIFIER, (("is_clf", HIGHER), ("is_clf_std", "")), "inception_score_of_logits",
+                "Inception Score of the classifier")
+register_metric("coverage", CLASSIFIER, (("coverage", HIGHER),), "coverage", "fraction of classes generated")
+# Inception-v3 (the TensorFlow FID network, through torchmetrics / torch-fidelity).
+register_metric("fid", INCEPTION, (("fid", LOWER),), "frechet", "Frechet Inception Distance")
+register_metric("kid", INCEPTION, (("kid", LOWER), ("kid_std", "")), "kernel", "Kernel Inception Distance")
+register_metric("pr", INCEPTION, (("precision", HIGHER), ("recall", HIGHER)), "manifold_precision_recall",
+                "Inception precision/recall")
+register_metric("is", INCEPTION, (("is", HIGHER), ("is_std", "")), "inception_score_of_logits", "Inception Score")
 
 
 def metric_names() -> tuple[str, ...]:
@@ -78,3 +102,14 @@ def lower_is_better(key: str) -> bool:
             if s.key == key:
                 return s.better == LOWER
     raise KeyError(f"{key!r} is not a score of any metric")
+
+
+def is_better(key: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether `new[key]` beats `old[key]` in the score's direction; a missing or non-finite new
+    value never wins, and anything finite beats a missing or non-finite old one."""
+    value = new.get(key)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if old is None or not isinstance(old.get(key), (int, float)) or not math.isfinite(old[key]):
+        return True
+    return value < old[key] if lower_is_better(key) else value > old[key]
