@@ -19,7 +19,6 @@ from dcgan.cli import build_parser, main
 from dcgan.config import from_dict
 from dcgan.data import load_images
 from dcgan.errors import DCGANError
-from dcgan.metrics import classifier as classifier_mod
 from dcgan.metrics.classifier import Classifier, classifier_path, get_classifier, train_classifier
 from dcgan.metrics.evaluator import Evaluator, build_evaluator, stats_path
 from dcgan.metrics.memorisation import memorisation
@@ -161,19 +160,6 @@ def test_hostile_classifier_file_is_refused(synth, tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_corrupt_cached_classifier_is_trained_again(synth, tmp_path, caplog, monkeypatch):
-    path = classifier_path(synth.data, epochs=2)
-    marker = tmp_path / "pwned"
-    evil_pickle(path, marker)
-    calls = []
-    monkeypatch.setattr(classifier_mod, "train_classifier", lambda *a, **k: calls.append(k) or "retrained")
-    with caplog.at_level(logging.WARNING, logger="dcgan.metrics.classifier"):
-        assert get_classifier(synth.data, epochs=2) == "retrained"
-    assert "is unreadable; training it again" in caplog.text and len(calls) == 1 and not marker.exists()
-    with pytest.raises(DCGANError, match="is not a classifier written by"):
-        get_classifier(synth.data, epochs=2, train_if_missing=False)
-
-
 def test_training_keeps_best_and_eval_leaves_the_runs_log_alone(synth, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = synth_config(Path(synth.data.root), Path(synth.data.cache_dir),
@@ -236,6 +222,54 @@ def test_build_evaluator_only_scores(synth):
     ev = build_evaluator(cfg, "cpu")
     assert ev.real("classifier").num == 64  # paid for before training starts
     assert not any(hasattr(ev, a) for a in ("run_dir", "best", "is_better"))  # the run owns best.pt
+
+
+# --- synthetic labelled data (conftest's Fashion-MNIST-format bars): a classifier that learns -----------
+
+
+@pytest.fixture(scope="module")
+def syn_cfg(synthetic_root, tmp_path_factory):
+    from conftest import tiny_config
+
+    return tiny_config(synthetic_root, tmp_path_factory.mktemp("syn-cache"), data={"subset": 0})
+
+
+@pytest.fixture(scope="module")
+def syn_clf(syn_cfg):
+    return train_classifier(syn_cfg.data, epochs=2, seed=0)  # cached where get_classifier looks
+
+
+def test_classifier_learns_and_is_cached_synthetic(syn_cfg, syn_clf):
+    info = syn_clf.info
+    assert info["num_train_images"] == 640 and info["num_test"] == 320
+    assert info["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert syn_clf.path.is_file() and syn_clf.path.name == "clf-fashion_mnist-train-16px-1ch-seed0-e2.pt"
+    again = get_classifier(syn_cfg.data, epochs=2, train_if_missing=False)
+    assert again.info == info and again.digest == syn_clf.digest
+
+
+def test_real_splits_score_close_and_noise_far_synthetic(syn_cfg, syn_clf):
+    ev = Evaluator(["fd_clf", "coverage", "is_clf", "kid_clf", "pr_clf"], syn_cfg.data, split="test",
+                   classifier=syn_clf, kid_subsets=10)
+    real = ev.score_images(load_images(syn_cfg.data, "train").images[:320])
+    noise = ev.score_images(torch.randint(0, 256, (320, 1, 16, 16), generator=torch.Generator().manual_seed(0),
+                                          dtype=torch.uint8))
+    assert real["fd_clf"] * 10 < noise["fd_clf"] and real["kid_clf"] * 10 < noise["kid_clf"]
+    assert real["coverage"] >= 0.8 and noise["coverage"] <= 0.5
+    assert real["precision_clf"] > 0.5 and noise["precision_clf"] < 0.1
+    assert real["is_clf"] > noise["is_clf"]
+    assert real["n_real"] == 320 and real["clf_test_accuracy"] == round(syn_clf.info["test_accuracy"], 4)
+
+
+def test_hostile_cached_classifier_is_trained_again_synthetic(syn_cfg, syn_clf, tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    evil_pickle(syn_clf.path, marker)
+    with pytest.raises(DCGANError, match="is not a classifier written by `dcgan classifier`"):
+        get_classifier(syn_cfg.data, epochs=2, train_if_missing=False)
+    with caplog.at_level(logging.WARNING, logger="dcgan.metrics.classifier"):
+        clf = get_classifier(syn_cfg.data, epochs=2)
+    assert "is unreadable; training it again" in caplog.text and not marker.exists()
+    assert clf.info["test_accuracy"] > 0.5 and get_classifier(syn_cfg.data, epochs=2, train_if_missing=False)
 
 
 # --- the front door ------------------------------------------------------------------------------------
