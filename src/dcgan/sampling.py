@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
+from .atomic import atomic_write
 from .data import to_uint8
 from .models import Generator, sample_z
 
@@ -51,34 +52,57 @@ def grid_nrow(n: int) -> int:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images in [-1, 1] (float) or uint8 as one PNG grid."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save images in [-1, 1] (float) or uint8 as one PNG grid (written atomically)."""
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     else:
         images = (images.detach().float().cpu() + 1) / 2
-    save_image(images.cpu(), path, nrow=nrow or grid_nrow(images.shape[0]), padding=2, pad_value=1.0)
-    return path
+    nrow = nrow or grid_nrow(images.shape[0])
+    return atomic_write(path, lambda f: save_image(images.cpu(), f, format="png", nrow=nrow,
+                                                   padding=2, pad_value=1.0))
 
 
-def numbered_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """A uint8 (3, H, W) grid of images with its index drawn in each cell's corner."""
-    from PIL import Image, ImageDraw
+NUMBER_BAND = 12  # px above each tile of a numbered grid, where its index is written
+
+
+def numbered_grid(images: torch.Tensor, nrow: int | None = None, *, min_tile: int = 64) -> torch.Tensor:
+    """A uint8 (3, H, W) grid of images, each with its index in a thin band above it.
+
+    The label covers no pixel of the sample: each image is upscaled (nearest neighbour, by a
+    whole factor) to at least `min_tile` px, so a 32 px sample becomes a 64 px tile with a
+    12 px band above it holding the index in a small font.
+    """
+    from PIL import Image, ImageDraw, ImageFont
 
     u8 = images if images.dtype == torch.uint8 else to_uint8(images)
+    u8 = u8.cpu()
     if u8.shape[1] == 1:
         u8 = u8.expand(-1, 3, -1, -1)
-    nrow = nrow or grid_nrow(u8.shape[0])
-    grid = make_grid(u8.cpu(), nrow=nrow, padding=2, pad_value=255)
-    im = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    n, S = u8.shape[0], u8.shape[-1]
+    nrow = nrow or grid_nrow(n)
+    scale = max(1, math.ceil(min_tile / S))
+    tile, pad = S * scale, 2
+    big = u8.repeat_interleave(scale, -1).repeat_interleave(scale, -2)  # (N, 3, tile, tile)
+    num_rows = math.ceil(n / nrow)
+    width = nrow * (tile + pad) + pad
+    height = num_rows * (NUMBER_BAND + tile + pad) + pad
+    im = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(im)
-    size = u8.shape[-1] + 2
-    for i in range(u8.shape[0]):
-        x, y = (i % nrow) * size + 3, (i // nrow) * size + 2
-        draw.rectangle([x - 1, y, x + 6 * len(str(i)) + 1, y + 10], fill=(0, 0, 0))
-        draw.text((x, y - 1), str(i), fill=(255, 255, 0))
+    font = ImageFont.load_default(size=NUMBER_BAND - 2)
+    for i in range(n):
+        x = pad + (i % nrow) * (tile + pad)
+        y = pad + (i // nrow) * (NUMBER_BAND + tile + pad)
+        draw.text((x + 1, y), str(i), fill=(0, 0, 0), font=font)
+        im.paste(Image.fromarray(big[i].permute(1, 2, 0).numpy()), (x, y + NUMBER_BAND))
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+def save_numbered_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """`numbered_grid` written as a PNG (atomically)."""
+    from PIL import Image
+
+    arr = numbered_grid(images, nrow).permute(1, 2, 0).numpy()
+    return atomic_write(path, lambda f: Image.fromarray(arr).save(f, format="PNG"))
 
 
 def save_folder(images: torch.Tensor, folder: str | Path, start: int = 0) -> list[Path]:
