@@ -19,9 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import save_figure
 from ..data import to_uint8
+from ..errors import DCGANError
 from ..models import Generator
 from ..sampling import generate
+from .common import Outcome, tile_grid
+from .constants import DEFAULT_STRENGTHS
 
 
 def concept_mean(z: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
@@ -101,8 +105,7 @@ def arithmetic_figure(G: Generator, z: torch.Tensor, a: Sequence[int], b: Sequen
         ax.axis("off")
         if i == 1:
             ax.set_title(f"{names[0]} - {names[1]} + {names[2]}", fontsize=8, pad=2)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return {"means": means, "result": result, "block": block, "result_images": res_images,
             "mean_images": mean_images}
@@ -110,12 +113,66 @@ def arithmetic_figure(G: Generator, z: torch.Tensor, a: Sequence[int], b: Sequen
 
 def direction_figure(G: Generator, z: torch.Tensor, src: Sequence[int], dst: Sequence[int],
                      base: Sequence[int], path: str | Path, *,
-                     strengths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)) -> torch.Tensor:
+                     strengths: Sequence[float] = DEFAULT_STRENGTHS,
+                     names: Sequence[str] | None = None) -> torch.Tensor:
     """Fig. 8 generalised: each base sample (a row) plus s * (mean z(dst) - mean z(src)) for each
-    strength s (columns). Saves a grid and returns the images (len(base) * len(strengths), ...)."""
-    from ..sampling import save_grid
+    strength s (columns, labelled). `names` = (src, dst) labels for the title (default: their
+    sample numbers). Returns the images (len(base) * len(strengths), C, S, S)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     d = direction(z, src, dst)
     images = generate(G, apply_direction(z[list(base)], d, strengths))
-    save_grid(images, path, nrow=len(strengths))
+    grid, xs, ys = tile_grid(images, len(strengths))
+    src_name, dst_name = names or (",".join(map(str, src)), ",".join(map(str, dst)))
+    fig, ax = plt.subplots(figsize=(0.9 * len(strengths) + 1.4, 0.9 * len(base) + 1.2))
+    ax.imshow(grid, interpolation="nearest")  # make_grid gives RGB even for 1 channel
+    ax.set_xticks(xs, [f"{s:g}" for s in strengths])
+    ax.set_yticks(ys, [f"#{i}" for i in base])
+    ax.tick_params(length=0, labelsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel("strength s (each column: z + s * d)", fontsize=9)
+    ax.set_ylabel("sample moved (grid number)", fontsize=9)
+    ax.set_title(f"d = mean z({dst_name}) - mean z({src_name})", fontsize=9)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return images
+
+
+def run_arithmetic(G: Generator, z: torch.Tensor, out: str | Path, *, a: Sequence[int], b: Sequence[int],
+                   c: Sequence[int], names: Sequence[str] = ("A", "B", "C"), noise_scale: float = 0.25,
+                   seed: int = 0, direction_from: Sequence[int] | None = None,
+                   direction_to: Sequence[int] | None = None, base: Sequence[int] | None = None,
+                   strengths: Sequence[float] = DEFAULT_STRENGTHS, direction_out: str | Path | None = None,
+                   direction_names: Sequence[str] | None = None) -> Outcome:
+    """Fig. 7 (A - B + C) as `out`, and with both direction groups Fig. 8 as `direction_out`
+    (default: out with _direction). Samples are indices into z (a numbered grid)."""
+    n = z.shape[0]
+    for flag, idx in (("--a", a), ("--b", b), ("--c", c), ("--direction-from", direction_from),
+                      ("--direction-to", direction_to), ("--base", base)):
+        bad = [i for i in idx or () if not 0 <= i < n]
+        if bad:
+            raise DCGANError(f"{flag}: sample number(s) {bad} outside the grid of {n}; use 0..{n - 1}")
+    if len(names) != 3:
+        raise DCGANError(f"--names {','.join(names)!r} needs three labels, e.g. 'smiling woman,neutral woman,neutral man'")
+    if (direction_from is None) != (direction_to is None):
+        raise DCGANError("give both --direction-from and --direction-to (or neither)")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise DCGANError(f"--out {str(out)!r} must end in .png")
+    arithmetic_figure(G, z, a, b, c, out, names=names, noise_scale=noise_scale, seed=seed)
+    figures = {"arithmetic": out}
+    results = {"a": list(a), "b": list(b), "c": list(c), "names": list(names), "noise_scale": noise_scale,
+               "seed": seed}
+    if direction_from is not None:
+        base = list(base) if base is not None else list(c)
+        dpath = Path(direction_out) if direction_out else out.with_name(out.stem + "_direction.png")
+        direction_figure(G, z, direction_from, direction_to, base, dpath, strengths=strengths,
+                         names=direction_names)
+        figures["direction"] = dpath
+        results.update(direction_from=list(direction_from), direction_to=list(direction_to),
+                       direction_base=base, strengths=list(strengths))
+    return Outcome(figures, results)

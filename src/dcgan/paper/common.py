@@ -1,9 +1,13 @@
-"""Shared helpers of the paper experiments: loading a checkpoint, the latent vectors of a grid."""
+"""Shared helpers of the paper experiments: the result type, loading a checkpoint, the latent
+vectors of a numbered grid."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..checkpoint import load_models
@@ -11,6 +15,14 @@ from ..config import Config
 from ..errors import DCGANError
 from ..models import Discriminator, Generator
 from ..sampling import noise
+
+
+@dataclass
+class Outcome:
+    """What an experiment returns: the files it wrote and its numbers and picks (JSON-able)."""
+
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> file written
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 def load(checkpoint: str | Path, device: torch.device | str = "cpu"
@@ -57,3 +69,15 @@ def parse_indices(text: str, n: int, what: str) -> list[int]:
         raise DCGANError(f"{what}: sample number(s) {bad} outside the grid of {n}; use 0..{n - 1} "
                          "(or the same --num as `dcgan sample`)")
     return idx
+
+
+def tile_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> tuple[np.ndarray, list[float], list[float]]:
+    """Images in [-1, 1] (N, C, S, S) -> an RGB grid for `imshow` (white gaps of `pad` px) and the
+    x and y pixel coordinates of the column and row centres (where axis labels go)."""
+    from torchvision.utils import make_grid
+
+    n, S = images.shape[0], images.shape[-1]
+    grid = make_grid(((images.detach().float().cpu() + 1) / 2).clamp(0, 1), nrow=ncol, padding=pad,
+                     pad_value=1.0)  # (3, H, W) even for 1 channel
+    centres = [pad + i * (S + pad) + (S - 1) / 2 for i in range(max(ncol, -(-n // ncol)))]
+    return grid.permute(1, 2, 0).numpy(), centres[:ncol], centres[: -(-n // ncol)]

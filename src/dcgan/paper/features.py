@@ -23,34 +23,28 @@ validation split held out from the training data.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import write_text
 from ..data import ImageData, to_model_range
 from ..errors import DCGANError
 from ..models import Discriminator
+from .constants import DEFAULT_CS, FEATURE_MODES, METHOD_TITLES, METHODS
 
 log = logging.getLogger(__name__)
 
 Extractor = Callable[[torch.Tensor], np.ndarray]  # uint8 images (N, C, S, S) -> features (N, F)
-
-DEFAULT_CS = (1e-4, 1e-3, 1e-2)  # larger C was never picked in trials and fits slowly
-METHODS = ("dcgan", "pixels", "kmeans", "random_d")
-METHOD_TITLES = {
-    "dcgan": "DCGAN D features (trained)",
-    "pixels": "raw pixels",
-    "kmeans": "1-layer K-means (Coates & Ng)",
-    "random_d": "same D, random init",
-}
-
 
 # --- D features --------------------------------------------------------------------------------
 
@@ -295,6 +289,11 @@ class FeatureResults:
         return {"dataset": self.dataset, "image_size": self.image_size, "options": self.options,
                 "rows": [asdict(r) for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureResults:
+        """The inverse of `to_dict` (as read back from results.json)."""
+        return cls(d["dataset"], d["image_size"], [FeatureRow(**r) for r in d["rows"]], d.get("options", {}))
+
     def row(self, method: str, mode: str) -> FeatureRow | None:
         return next((r for r in self.rows if r.method == method and r.mode == mode), None)
 
@@ -338,28 +337,37 @@ def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
     return np.sort(np.concatenate(idx))
 
 
-def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions) -> list[FeatureRow]:
-    """Extract features for the split and score the SVM in every requested mode."""
+def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions, step: str = "") -> list[FeatureRow]:
+    """Extract features for the split and score the SVM in every requested mode.
+
+    `step` prefixes the progress lines (logged at INFO before each long step).
+    """
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = data
+    title = f"{step}{METHOD_TITLES[method]}"
+    log.info("%s: extracting features of %d train + %d validation + %d test images", title,
+             len(y_tr), len(y_va), len(y_te))
     t0 = time.perf_counter()
     X_tr, X_va, X_te = extract(x_tr), extract(x_va), extract(x_te)
     if method in opts.standardize:
         std = Standardizer(X_tr)
         X_tr, X_va, X_te = std(X_tr), std(X_va), std(X_te)
     t_feat = time.perf_counter() - t0
-    log.info("%s: %d-dim features in %.1fs", METHOD_TITLES[method], X_tr.shape[1], t_feat)
+    log.info("%s: %d-dim features in %.1fs", title, X_tr.shape[1], t_feat)
     rows = []
     if "full" in opts.modes:
+        log.info("%s: L2-SVM on %d labels (C from %s picked on %d examples)", title, len(y_tr),
+                 ", ".join(f"{c:g}" for c in opts.Cs), min(len(y_tr), opts.search_size))
         t0 = time.perf_counter()
         svm, C, _ = fit_svm(X_tr, y_tr, X_va, y_va, opts.Cs, opts.seed, opts.search_size)
         acc = float((svm.predict(X_te) == y_te).mean())
         rows.append(FeatureRow(method, "full", X_tr.shape[1], acc, 0.0, [C], len(y_tr), len(y_te),
                                round(t_feat + time.perf_counter() - t0, 1)))
-        log.info("%s, full labels (%d): test accuracy %.4f (C=%g)", METHOD_TITLES[method], len(y_tr), acc, C)
+        log.info("%s, full labels (%d): test accuracy %.4f (C=%g)", title, len(y_tr), acc, C)
     if "few" in opts.modes:
         t0 = time.perf_counter()
         accs, Cs = [], []
         for d in range(opts.draws):
+            log.info("%s: L2-SVM on %d labels per class, draw %d/%d", title, opts.per_class, d + 1, opts.draws)
             idx = few_label_indices(y_tr, opts.per_class, opts.seed + 1000 + d)
             svm, C, _ = fit_svm(X_tr[idx], y_tr[idx], X_va, y_va, opts.Cs, opts.seed, opts.search_size)
             accs.append(float((svm.predict(X_te) == y_te).mean()))
@@ -367,7 +375,7 @@ def evaluate(method: str, extract: Extractor, data, opts: FeatureOptions) -> lis
         n = opts.per_class * len(np.unique(y_tr))
         rows.append(FeatureRow(method, "few", X_tr.shape[1], float(np.mean(accs)), float(np.std(accs)),
                                Cs, n, len(y_te), round(t_feat + time.perf_counter() - t0, 1)))
-        log.info("%s, %d labels x %d draws: test accuracy %.4f +- %.4f", METHOD_TITLES[method], n, opts.draws,
+        log.info("%s, %d labels x %d draws: test accuracy %.4f +- %.4f", title, n, opts.draws,
                  np.mean(accs), np.std(accs))
     return rows
 
@@ -386,17 +394,20 @@ def run_features(D: Discriminator, cfg_model, train: ImageData, test: ImageData,
     bad = [m for m in opts.methods if m not in METHODS]
     if bad:
         raise DCGANError(f"unknown feature method(s) {', '.join(bad)}; use {', '.join(METHODS)}")
-    bad = [m for m in opts.modes if m not in ("full", "few")]
+    bad = [m for m in opts.modes if m not in FEATURE_MODES]
     if bad:
-        raise DCGANError(f"unknown mode(s) {', '.join(bad)}; use full, few")
+        raise DCGANError(f"unknown mode(s) {', '.join(bad)}; use {', '.join(FEATURE_MODES)}")
     _check_layers(D, opts.layers)
     data = split_data(train, test, opts)
     pool = data[0][0]
     results = FeatureResults(train.name, int(train.images.shape[-1]),
                              options={k: (list(v) if isinstance(v, tuple) else v)
                                       for k, v in asdict(opts).items()})
-    for method in opts.methods:
+    for k, method in enumerate(opts.methods):
+        step = f"features [{k + 1}/{len(opts.methods)}] "
         if method in ("dcgan", "random_d"):
+            log.info("%s%s: re-estimating BN statistics on %d training images", step, METHOD_TITLES[method],
+                     pool.shape[0])
             net = D if method == "dcgan" else random_discriminator(D, cfg_model, opts.seed)
             net = reestimate_bn(net, pool, batch_size=opts.batch_size, device=device)
 
@@ -406,10 +417,18 @@ def run_features(D: Discriminator, cfg_model, train: ImageData, test: ImageData,
         elif method == "pixels":
             extract = pixel_features
         else:
+            log.info("%s%s: fitting %d centroids", step, METHOD_TITLES[method], opts.kmeans_centroids)
             km = KMeansFeatures(opts.kmeans_centroids, stride=opts.kmeans_stride, seed=opts.seed).fit(pool)
             extract = km.transform
-        results.rows.extend(evaluate(method, extract, data, opts))
+        results.rows.extend(evaluate(method, extract, data, opts, step))
     return results
+
+
+def save_features(res: FeatureResults, out_dir: str | Path) -> list[Path]:
+    """out_dir/features.json (every number and option) and out_dir/features.md (the table)."""
+    out = Path(out_dir)
+    return [write_text(out / "features.json", json.dumps(res.to_dict(), indent=1)),
+            write_text(out / "features.md", res.markdown() + "\n")]
 
 
 # The paper's numbers, for context only (not ours): Table 1 (CIFAR-10, D trained on ImageNet-1k)

@@ -18,8 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import to_model_range
+from ..atomic import save_figure
+from ..config import ModelConfig
+from ..data import ImageData, to_model_range
+from ..errors import DCGANError
 from ..models import Discriminator
+from .common import Outcome
+from .constants import BN_POOL
 
 
 class _GuidedLeakyReLUFn(torch.autograd.Function):
@@ -125,8 +130,32 @@ def filters_figure(D_trained: Discriminator, D_random: Discriminator, images: to
         ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return Path(path)
+
+
+def run_filters(D: Discriminator, cfg_model: ModelConfig, train: ImageData, test: ImageData,
+                out: str | Path, *, num_features: int = 6, per_feature: int = 8, num_images: int = 2000,
+                seed: int = 0, device: torch.device | str = "cpu") -> Outcome:
+    """Fig. 5 as `out`: the trained D and a random D of the same architecture (seeded), both
+    with BN statistics re-estimated on BN_POOL training images, searched over `num_images`
+    seeded test images."""
+    from .features import random_discriminator, reestimate_bn
+
+    for flag, value in (("--num-features", num_features), ("--per-feature", per_feature),
+                        ("--num-images", num_images)):
+        if value <= 0:
+            raise DCGANError(f"{flag} {value} must be > 0")
+    g = torch.Generator().manual_seed(seed)
+    images = test.images[torch.randperm(len(test), generator=g)[:num_images]]
+    if images.shape[0] < per_feature:
+        raise DCGANError(f"--per-feature {per_feature} exceeds the {images.shape[0]} test images")
+    pool = train.images[torch.randperm(len(train), generator=g)[:BN_POOL]]
+    D_trained = reestimate_bn(D, pool, device=device)
+    D_random = reestimate_bn(random_discriminator(D, cfg_model, seed), pool, device=device)
+    path = filters_figure(D_trained, D_random, images.to(device), out, num_features=num_features,
+                          per_feature=per_feature)
+    return Outcome({"filters": path}, {"num_features": num_features, "per_feature": per_feature,
+                                       "num_images": int(images.shape[0]), "bn_pool": int(pool.shape[0]),
+                                       "seed": seed})

@@ -32,8 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import save_figure, write_text
 from ..errors import DCGANError
 from ..models import Generator
+from ..sampling import generate
+from .common import Outcome, tile_grid
 
 
 @dataclass
@@ -95,12 +98,9 @@ def read_marks(path: str | Path, image_size: int) -> Marks:
 
 def write_marks(path: str | Path, marks: Marks) -> Path:
     """Write marks as a JSON file `read_marks` reads back (masks as 0/1 lists)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     spec = {"seed": marks.seed, "num": marks.num,
             "samples": [{"index": i, "mask": m.int().tolist()} for i, m in zip(marks.indices, marks.masks)]}
-    p.write_text(json.dumps(spec))
-    return p
+    return write_text(path, json.dumps(spec))
 
 
 @torch.no_grad()
@@ -164,12 +164,48 @@ def generate_without(G: Generator, z: torch.Tensor, drop: Sequence[int], *,
 
 def forget_figure(G: Generator, z: torch.Tensor, drop: Sequence[int], path: str | Path,
                   *, per_row: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fig. 6: rows of samples alternate, G as trained, then the same z with the maps dropped."""
-    from ..sampling import generate, save_grid
+    """Fig. 6: rows of samples alternate, labelled: G as trained ("as drawn"), then the same z
+    with the maps dropped ("maps dropped"). Returns both sets of images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     before, after = generate(G, z), generate_without(G, z, drop)
-    rows = []
+    rows, labels = [], []
     for i in range(0, z.shape[0], per_row):
-        rows += [before[i:i + per_row], after[i:i + per_row]]
-    save_grid(torch.cat(rows), path, nrow=per_row)
+        row_before, row_after = before[i:i + per_row], after[i:i + per_row]
+        if row_before.shape[0] < per_row:  # pad a short last row with white tiles
+            blank = torch.ones(per_row - row_before.shape[0], *before.shape[1:], device=before.device)
+            row_before, row_after = torch.cat([row_before, blank]), torch.cat([row_after, blank])
+        rows += [row_before, row_after]
+        labels += ["as drawn", "maps dropped"]
+    grid, _, ys = tile_grid(torch.cat(rows), per_row)
+    fig, ax = plt.subplots(figsize=(0.8 * per_row + 1.6, 0.8 * len(rows) + 0.6))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_yticks(ys, labels)
+    ax.set_xticks([])
+    ax.tick_params(length=0, labelsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"{len(drop)} feature maps of G's second-highest stage dropped", fontsize=9)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return before, after
+
+
+def run_forget(G: Generator, z: torch.Tensor, marks: Marks, out: str | Path, *, show_z: torch.Tensor,
+               threshold: float = 0.0, max_maps: int | None = None, per_row: int = 8) -> Outcome:
+    """Fit the selector on the marked samples of grid z, drop its maps, and draw `show_z` with
+    and without them as `out`."""
+    bad = [i for i in marks.indices if not 0 <= i < z.shape[0]]
+    if bad:
+        raise DCGANError(f"marked sample(s) {bad} are outside the grid of {z.shape[0]}; give the grid's "
+                         "--num (or \"num\" in the marks file)")
+    acts = stage_activations(G, z[marks.indices]).cpu()
+    drop, _ = fit_selector(acts, marks.masks, threshold=threshold, max_maps=max_maps)
+    before, after = forget_figure(G, show_z, drop, out, per_row=per_row)
+    return Outcome({"forget": Path(out)},
+                   {"marked_samples": len(marks.indices), "num_maps": int(acts.shape[1]), "dropped": drop,
+                    "threshold": threshold, "max_maps": max_maps, "show_num": int(show_z.shape[0]),
+                    "mean_abs_change": float((before - after).abs().mean())})

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DCGANError
 from ..models import Generator
 from ..sampling import generate, noise, save_grid
+from .common import Outcome
+from .constants import WALK_MODES
 
-MODES = ("linear", "spherical")
+MODES = WALK_MODES
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -64,12 +67,23 @@ def walk(G: Generator, *, rows: int = 8, steps: int = 10, seed: int = 0, mode: s
     return generate(G, z)
 
 
-def save_walks(G: Generator, out_dir: str | Path, *, rows: int = 8, steps: int = 10, seed: int = 0,
-               modes: tuple[str, ...] = MODES, z_dist: str = "uniform",
-               device: torch.device | str = "cpu") -> dict[str, Path]:
-    """One grid per mode, out_dir/walk_<mode>.png; the same endpoints in every mode."""
-    out = {}
+def run_walk(G: Generator, z_dist: str, out: str | Path, *, rows: int = 8, steps: int = 10, seed: int = 0,
+             modes: tuple[str, ...] = MODES, device: torch.device | str = "cpu") -> Outcome:
+    """One grid per mode, all with the same endpoints: out/walk_<mode>.png, or `out` itself when
+    it ends in .png and one mode is asked for."""
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise DCGANError(f"walk mode(s) {bad or list(modes)}: use {', '.join(MODES)}")
+    if rows <= 0:
+        raise DCGANError(f"--rows {rows} must be > 0")
+    if steps < 2:
+        raise DCGANError(f"--steps {steps} must be >= 2 (the two endpoints)")
+    out = Path(out)
+    single = out.suffix.lower() == ".png"
+    if single and len(modes) > 1:
+        raise DCGANError("--mode both writes two figures; give a folder as --out, or pick one --mode")
+    figures = {}
     for mode in modes:
         images = walk(G, rows=rows, steps=steps, seed=seed, mode=mode, z_dist=z_dist, device=device)
-        out[mode] = save_grid(images, Path(out_dir) / f"walk_{mode}.png", nrow=steps)
-    return out
+        figures[mode] = save_grid(images, out if single else out / f"walk_{mode}.png", nrow=steps)
+    return Outcome(figures, {"rows": rows, "steps": steps, "seed": seed, "modes": list(modes)})
