@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from pathlib import Path
 
 from ..errors import DCGANError
+from .constants import (
+    BN_POOL,
+    DEFAULT_CS,
+    DEFAULT_STRENGTHS,
+    FEATURE_MODES,
+    METHODS,
+    WALK_MODES,
+    comma_list,
+)
 
 MARKS_HELP = """\
 MARKS is a JSON file naming regions on samples of a `dcgan sample` grid:
@@ -30,8 +37,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _report(psub)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+def _common(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+    p.add_argument("--checkpoint", required=checkpoint_required,
+                   help="a checkpoint file or a run directory (required"
+                        + (")" if checkpoint_required else " unless --render-only)"))
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
 
 
@@ -39,7 +48,7 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="the `dcgan sample --seed` of the grid (default 0)")
     p.add_argument("--num", type=int, default=64, help="the `dcgan sample --num` of the grid (default 64)")
     p.add_argument("--z", dest="z_file", help="the grid's latent vectors from `dcgan sample --save-z` "
-                                              "(instead of --seed/--num)")
+                                              "(default: none; regenerate them from --seed/--num)")
 
 
 def _device(name: str):
@@ -48,10 +57,10 @@ def _device(name: str):
     return pick_device(name)
 
 
-def _positive(value: int, flag: str) -> int:
-    if value <= 0:
-        raise DCGANError(f"{flag} {value} must be > 0")
-    return value
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) <= 0:
+            raise DCGANError(f"--{name.replace('_', '-')} {getattr(args, name)} must be > 0")
 
 
 def _numbers(text: str, flag: str, kind: type = float) -> tuple:
@@ -67,6 +76,17 @@ def _numbers(text: str, flag: str, kind: type = float) -> tuple:
     return vals
 
 
+def _labels(text: str | None, flag: str, count: int) -> list[str] | None:
+    """'smiling woman,neutral woman,neutral man' -> three labels (None stays None)."""
+    if text is None:
+        return None
+    labels = [t.strip() for t in text.split(",")]
+    if len(labels) != count or not all(labels):
+        raise DCGANError(f"{flag} {text!r} needs {count} comma-separated labels, e.g. "
+                         + ",".join(["smiling woman", "neutral woman", "neutral man"][:count]))
+    return labels
+
+
 def _names(text: str, flag: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     vals = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [v for v in vals if v not in allowed]
@@ -79,8 +99,6 @@ def _names(text: str, flag: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _features(psub) -> None:
-    from .features import METHODS
-
     p = psub.add_parser("features", help="§5.1: D features + L2-SVM vs pixels, K-means, random D",
                         description="Every D conv stage max-pooled to 4x4, concatenated, BN statistics "
                                     "re-estimated on training data, a linear L2-SVM with C picked on a "
@@ -90,33 +108,37 @@ def _features(psub) -> None:
                                   "to the checkpoint's size and channels")
     p.add_argument("--data-root", help="where that dataset lives (default: the checkpoint's data.root)")
     p.add_argument("--test-split", default="test", help="split scored (default test)")
-    p.add_argument("--modes", default="full,few", help="full (all --num-train labels) and/or few "
-                                                        "(--per-class labels per class, --draws draws)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--modes", default=",".join(FEATURE_MODES), help="full (all --num-train labels) and/or few "
+                                                        "(--per-class labels per class, --draws draws) "
+                                                        "(default full,few)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"a comma-separated subset of {','.join(METHODS)} (default all)")
     p.add_argument("--num-train", type=int, default=10_000, help="labelled training images (default 10000)")
     p.add_argument("--num-val", type=int, default=2_000, help="validation images to pick C (default 2000)")
     p.add_argument("--num-test", type=int, default=10_000, help="test images (default 10000)")
     p.add_argument("--per-class", type=int, default=100, help="few-label mode: labels per class (default 100)")
     p.add_argument("--draws", type=int, default=5, help="few-label mode: random label draws (default 5)")
-    p.add_argument("--cs", default="0.0001,0.001,0.01", help="SVM C values to try")
-    p.add_argument("--kmeans-centroids", type=int, default=400)
+    p.add_argument("--cs", default=comma_list(DEFAULT_CS), help=f"SVM C values to try (default {comma_list(DEFAULT_CS)})")
+    p.add_argument("--kmeans-centroids", type=int, default=400, help="K-means baseline: centroids K "
+                                                                     "(4K features; default 400)")
     p.add_argument("--layers", help="D conv stages to use, e.g. 2 or 1,2 (0 = the first; default all, "
                                     "the paper's choice); applies to the trained and the random D")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="also write features.json and features.md to this folder")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed of the data subsets, label draws, "
+                                                       "K-means and random D (default 0)")
+    p.add_argument("--out", help="also write features.json and features.md to this folder (default: "
+                                 "print only)")
     p.set_defaults(func=cmd_features)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     from ..data import load_images
     from .common import load
-    from .features import METHODS, FeatureOptions, paper_rows_markdown, run_features
+    from .features import FeatureOptions, paper_rows_markdown, run_features, save_features
 
-    for flag in ("num_train", "num_val", "num_test", "per_class", "draws", "kmeans_centroids"):
-        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    _positive(args, "num_train", "num_val", "num_test", "per_class", "draws", "kmeans_centroids")
     opts = FeatureOptions(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
                           per_class=args.per_class, draws=args.draws,
-                          modes=_names(args.modes, "--modes", ("full", "few")),
+                          modes=_names(args.modes, "--modes", FEATURE_MODES),
                           methods=_names(args.methods, "--methods", METHODS),
                           Cs=_numbers(args.cs, "--cs"), kmeans_centroids=args.kmeans_centroids,
                           layers=_numbers(args.layers, "--layers", int) if args.layers else None, seed=args.seed)
@@ -126,20 +148,14 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.data or args.data_root:
         data_cfg = dataclasses.replace(data_cfg, name=args.data or data_cfg.name,
                                        root=args.data_root or data_cfg.root, subset=0)
-    train = load_images(data_cfg, "train")
-    test = load_images(data_cfg, args.test_split)
+    train, test = load_images(data_cfg, "train"), load_images(data_cfg, args.test_split)
     res = run_features(D, cfg.model, train, test, opts, device=device)
-    table = res.markdown()
     print(f"{train.name} {res.image_size}x{res.image_size}, test split {args.test_split!r}:")
-    print(table)
+    print(res.markdown())
     print("\nThe paper's numbers, for context (not ours):")
     print(paper_rows_markdown())
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "features.json").write_text(json.dumps(res.to_dict(), indent=1))
-        (out / "features.md").write_text(table + "\n")
-        print(f"wrote {out / 'features.json'} and {out / 'features.md'}")
+        print("wrote " + " and ".join(map(str, save_features(res, args.out))))
     return 0
 
 
@@ -151,37 +167,26 @@ def _walk(psub) -> None:
                         description="Each row walks from one random z to another, linearly (the paper) "
                                     "or spherically.")
     _common(p)
-    p.add_argument("--out", required=True, help="a .png (one mode) or a folder (walk_<mode>.png)")
-    p.add_argument("--mode", choices=("linear", "spherical", "both"), default="both")
-    p.add_argument("--rows", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="a .png (one mode) or a folder (walk_<mode>.png) (required)")
+    p.add_argument("--mode", choices=(*WALK_MODES, "both"), default="both",
+                   help="linear (the paper), spherical (slerp) or both (default both)")
+    p.add_argument("--rows", type=int, default=8, help="walks, one per row (default 8)")
+    p.add_argument("--steps", type=int, default=10, help="images per walk, endpoints included (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed of the endpoints (default 0)")
     p.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> int:
-    from ..sampling import save_grid
     from .common import load
-    from .walk import MODES, save_walks, walk
+    from .walk import run_walk
 
-    _positive(args.rows, "--rows")
-    if args.steps < 2:
-        raise DCGANError(f"--steps {args.steps} must be >= 2 (the two endpoints)")
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
-    out = Path(args.out)
-    if out.suffix.lower() == ".png":
-        if args.mode == "both":
-            raise DCGANError("--mode both writes two figures; give a folder as --out, or pick one --mode")
-        images = walk(G, rows=args.rows, steps=args.steps, seed=args.seed, mode=args.mode,
-                      z_dist=cfg.model.z_dist, device=device)
-        print(f"wrote {save_grid(images, out, nrow=args.steps)}")
-        return 0
-    modes = MODES if args.mode == "both" else (args.mode,)
-    paths = save_walks(G, out, rows=args.rows, steps=args.steps, seed=args.seed, modes=modes,
-                       z_dist=cfg.model.z_dist, device=device)
-    for p in paths.values():
-        print(f"wrote {p}")
+    modes = WALK_MODES if args.mode == "both" else (args.mode,)
+    outcome = run_walk(G, cfg.model.z_dist, args.out, rows=args.rows, steps=args.steps, seed=args.seed,
+                       modes=modes, device=device)
+    for path in outcome.figures.values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -195,46 +200,45 @@ def _arithmetic(psub) -> None:
                                     "Fig. 7 layout; with --direction-from/--direction-to also a Fig. 8 grid.")
     _common(p)
     _grid_args(p)
-    p.add_argument("--a", required=True, help="samples of concept A, e.g. 3,17,42 (smiling woman)")
-    p.add_argument("--b", required=True, help="samples of concept B (neutral woman)")
-    p.add_argument("--c", required=True, help="samples of concept C (neutral man)")
-    p.add_argument("--names", default="A,B,C", help="labels for the three concepts")
-    p.add_argument("--noise-scale", type=float, default=0.25, help="noise of the 8 extra results (paper: 0.25)")
-    p.add_argument("--out", required=True, help="the figure (.png)")
-    p.add_argument("--direction-from", help="samples of the start group (e.g. left-facing)")
-    p.add_argument("--direction-to", help="samples of the end group (e.g. right-facing)")
+    p.add_argument("--a", required=True, help="samples of concept A, e.g. 3,17,42 (smiling woman) (required)")
+    p.add_argument("--b", required=True, help="samples of concept B (neutral woman) (required)")
+    p.add_argument("--c", required=True, help="samples of concept C (neutral man) (required)")
+    p.add_argument("--names", default="A,B,C", help="labels for the three concepts (default A,B,C)")
+    p.add_argument("--noise-scale", type=float, default=0.25,
+                   help="uniform noise of the 8 extra results (default 0.25, the paper's)")
+    p.add_argument("--out", required=True, help="the figure (.png) (required)")
+    p.add_argument("--direction-from", help="samples of the start group, e.g. left-facing "
+                                            "(default: none, no direction figure)")
+    p.add_argument("--direction-to", help="samples of the end group, e.g. right-facing (default: none)")
     p.add_argument("--base", help="samples to move along the direction (default: those of C)")
-    p.add_argument("--strengths", default="0,0.25,0.5,0.75,1,1.25,1.5")
+    p.add_argument("--strengths", default=comma_list(DEFAULT_STRENGTHS),
+                   help=f"how far along the direction, one column each (default {comma_list(DEFAULT_STRENGTHS)})")
+    p.add_argument("--direction-names", help="labels FROM,TO of the two groups in the direction figure's "
+                                             "title (default: their sample numbers)")
     p.add_argument("--direction-out", help="the direction figure (default: OUT with _direction)")
     p.set_defaults(func=cmd_arithmetic)
 
 
 def cmd_arithmetic(args: argparse.Namespace) -> int:
-    from .arithmetic import arithmetic_figure, direction_figure
+    from .arithmetic import run_arithmetic
     from .common import latents, load, parse_indices
 
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
     z = latents(cfg, seed=args.seed, num=args.num, z_file=args.z_file, device=device)
-    n = z.shape[0]
-    a, b, c = (parse_indices(getattr(args, k), n, f"--{k}") for k in ("a", "b", "c"))
-    names = [t.strip() for t in args.names.split(",")]
-    if len(names) != 3:
-        raise DCGANError(f"--names {args.names!r} needs three labels, e.g. 'smiling woman,neutral woman,neutral man'")
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise DCGANError(f"--out {args.out!r} must end in .png")
-    arithmetic_figure(G, z, a, b, c, out, names=names, noise_scale=args.noise_scale, seed=args.seed)
-    print(f"wrote {out}")
-    if bool(args.direction_from) != bool(args.direction_to):
-        raise DCGANError("give both --direction-from and --direction-to (or neither)")
-    if args.direction_from:
-        src = parse_indices(args.direction_from, n, "--direction-from")
-        dst = parse_indices(args.direction_to, n, "--direction-to")
-        base = parse_indices(args.base, n, "--base") if args.base else c
-        dpath = Path(args.direction_out) if args.direction_out else out.with_name(out.stem + "_direction.png")
-        direction_figure(G, z, src, dst, base, dpath, strengths=_numbers(args.strengths, "--strengths"))
-        print(f"wrote {dpath}")
+
+    def samples(flag: str) -> list[int] | None:
+        text = getattr(args, flag.lstrip("-").replace("-", "_"))
+        return parse_indices(text, z.shape[0], flag) if text else None
+
+    outcome = run_arithmetic(G, z, args.out, a=samples("--a"), b=samples("--b"), c=samples("--c"),
+                             names=_labels(args.names, "--names", 3), noise_scale=args.noise_scale,
+                             seed=args.seed, direction_from=samples("--direction-from"),
+                             direction_to=samples("--direction-to"), base=samples("--base"),
+                             strengths=_numbers(args.strengths, "--strengths"), direction_out=args.direction_out,
+                             direction_names=_labels(args.direction_names, "--direction-names", 2))
+    for path in outcome.figures.values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -245,39 +249,31 @@ def _filters(psub) -> None:
     p = psub.add_parser("filters", help="§6.2.1 / Fig. 5: guided backprop of D's last conv features, trained vs random D",
                         description="For each of the first N features of D's last conv layer, the real "
                                     "test images with the largest response and their guided-backprop "
-                                    "gradients; random D on the left, trained D on the right.")
+                                    "gradients; random D on the left, trained D on the right (both with "
+                                    f"BN statistics re-estimated on {BN_POOL} training images).")
     _common(p)
-    p.add_argument("--out", required=True, help="the figure (.png)")
-    p.add_argument("--num-features", type=int, default=6)
-    p.add_argument("--per-feature", type=int, default=8)
+    p.add_argument("--out", required=True, help="the figure (.png) (required)")
+    p.add_argument("--num-features", type=int, default=6, help="features of the last conv layer, one "
+                                                               "row each (default 6, the paper's)")
+    p.add_argument("--per-feature", type=int, default=8, help="top images per feature (default 8)")
     p.add_argument("--num-images", type=int, default=2000, help="test images searched (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="image subset and random D init")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed of the image subsets and the random "
+                                                       "D's init (default 0)")
     p.set_defaults(func=cmd_filters)
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data import load_images
     from .common import load
-    from .features import random_discriminator, reestimate_bn
-    from .filters import filters_figure
+    from .filters import run_filters
 
-    for flag in ("num_features", "per_feature", "num_images"):
-        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
     train, test = load_images(cfg.data, "train"), load_images(cfg.data, "test")
-    g = torch.Generator().manual_seed(args.seed)
-    images = test.images[torch.randperm(len(test), generator=g)[: args.num_images]]
-    if images.shape[0] < args.per_feature:
-        raise DCGANError(f"--per-feature {args.per_feature} exceeds the {images.shape[0]} test images")
-    pool = train.images[torch.randperm(len(train), generator=g)[:5000]]
-    D_tr = reestimate_bn(D, pool, device=device)
-    D_rand = reestimate_bn(random_discriminator(D, cfg.model, args.seed), pool, device=device)
-    path = filters_figure(D_tr, D_rand, images.to(device), args.out, num_features=args.num_features,
-                          per_feature=args.per_feature)
-    print(f"wrote {path}")
+    outcome = run_filters(D, cfg.model, train, test, args.out, num_features=args.num_features,
+                          per_feature=args.per_feature, num_images=args.num_images, seed=args.seed,
+                          device=device)
+    print(f"wrote {outcome.figures['filters']}")
     return 0
 
 
@@ -292,11 +288,14 @@ def _forget(psub) -> None:
                         epilog=MARKS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     _grid_args(p)
-    p.add_argument("--marks", required=True, help="the boxes/masks JSON file (format below)")
-    p.add_argument("--out", required=True, help="the figure (.png): rows alternate before / after")
-    p.add_argument("--threshold", type=float, default=0.0, help="drop maps with weight above this (paper: 0)")
-    p.add_argument("--max-maps", type=int, help="drop at most this many (largest weights first)")
-    p.add_argument("--show-seed", type=int, default=1, help="seed of the samples shown (default 1)")
+    p.add_argument("--marks", required=True, help="the boxes/masks JSON file (format below) (required)")
+    p.add_argument("--out", required=True, help="the figure (.png): rows alternate 'as drawn' / "
+                                                "'maps dropped' (required)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="drop maps with weight above this (default 0, the paper's)")
+    p.add_argument("--max-maps", type=int, help="drop at most this many, largest weights first "
+                                                "(default: no limit)")
+    p.add_argument("--show-seed", type=int, default=1, help="RNG seed of the samples shown (default 1)")
     p.add_argument("--show-num", type=int, default=32, help="samples shown (default 32)")
     p.set_defaults(func=cmd_forget)
 
@@ -304,25 +303,20 @@ def _forget(psub) -> None:
 def cmd_forget(args: argparse.Namespace) -> int:
     from ..sampling import noise
     from .common import latents, load
-    from .forget import fit_selector, forget_figure, read_marks, stage_activations
+    from .forget import read_marks, run_forget
 
-    _positive(args.show_num, "--show-num")
+    _positive(args, "show_num")
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
     marks = read_marks(args.marks, cfg.data.image_size)
-    seed = marks.seed if marks.seed is not None else args.seed
-    num = marks.num if marks.num is not None else args.num
-    z = latents(cfg, seed=seed, num=num, z_file=args.z_file, device=device)
-    bad = [i for i in marks.indices if not 0 <= i < z.shape[0]]
-    if bad:
-        raise DCGANError(f"marked sample(s) {bad} are outside the grid of {z.shape[0]}; give the grid's "
-                         "--num (or \"num\" in the marks file)")
-    acts = stage_activations(G, z[marks.indices]).cpu()
-    drop, _ = fit_selector(acts, marks.masks, threshold=args.threshold, max_maps=args.max_maps)
-    zs = noise(args.show_num, cfg.model.nz, cfg.model.z_dist, args.show_seed, device)
-    forget_figure(G, zs, drop, args.out)
-    print(f"dropped {len(drop)} of {acts.shape[1]} maps of the second-highest G stage: {drop}")
-    print(f"wrote {args.out} (rows alternate: as trained / without those maps)")
+    z = latents(cfg, seed=args.seed if marks.seed is None else marks.seed,
+                num=args.num if marks.num is None else marks.num, z_file=args.z_file, device=device)
+    show_z = noise(args.show_num, cfg.model.nz, cfg.model.z_dist, args.show_seed, device)
+    outcome = run_forget(G, z, marks, args.out, show_z=show_z, threshold=args.threshold,
+                         max_maps=args.max_maps)
+    r = outcome.results
+    print(f"dropped {len(r['dropped'])} of {r['num_maps']} maps of the second-highest G stage: {r['dropped']}")
+    print(f"wrote {outcome.figures['forget']} (rows alternate: as drawn / maps dropped)")
     return 0
 
 
@@ -331,24 +325,33 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def _report(psub) -> None:
     p = psub.add_parser("report", help="run every experiment, seeded, and write a Markdown report",
-                        description="Writes OUT/report.md with its figures, tables and results.json.")
-    _common(p)
-    p.add_argument("--out", required=True, help="the report folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-train", type=int, default=10_000, help="features: labelled training images")
-    p.add_argument("--num-test", type=int, default=10_000, help="features: test images")
-    p.add_argument("--draws", type=int, default=5, help="features: few-label draws")
+                        description="Writes OUT/results.json (every number and pick), the figures, and "
+                                    "OUT/report.md rendered from results.json. Takes minutes: the "
+                                    "features section dominates; progress goes to stderr.")
+    _common(p, checkpoint_required=False)
+    p.add_argument("--out", required=True, help="the report folder (required)")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed of every section (default 0)")
+    p.add_argument("--num-train", type=int, default=10_000,
+                   help="features: labelled training images (default 10000)")
+    p.add_argument("--num-test", type=int, default=10_000, help="features: test images (default 10000)")
+    p.add_argument("--draws", type=int, default=5, help="features: few-label draws (default 5)")
+    p.add_argument("--render-only", action="store_true",
+                   help="only re-render OUT/report.md from OUT/results.json (default: run everything)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .features import FeatureOptions
+    from .render import write_report
     from .report import ReportOptions, run_report
 
-    for flag in ("num_train", "num_test", "draws"):
-        _positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.render_only:
+        print(f"wrote {write_report(args.out)}")
+        return 0
+    if not args.checkpoint:
+        raise DCGANError("--checkpoint is required (a checkpoint file or a run directory) unless --render-only")
+    _positive(args, "num_train", "num_test", "draws")
     opts = ReportOptions(features=FeatureOptions(num_train=args.num_train, num_test=args.num_test,
                                                  draws=args.draws, seed=args.seed), seed=args.seed)
-    path = run_report(args.checkpoint, args.out, opts, device=_device(args.device))
-    print(f"wrote {path}")
+    print(f"wrote {run_report(args.checkpoint, args.out, opts, device=_device(args.device))}")
     return 0
