@@ -240,3 +240,67 @@ def test_marks_file_roundtrip_and_errors(tmp_path):
     bad.write_text(json.dumps({"samples": [{"index": 0, "boxes": [[0, 0, 40, 4]]}]}))
     with pytest.raises(fgt.DCGANError, match="outside"):
         fgt.read_marks(bad, 16)
+
+
+# --- figures and the experiment functions ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,scale", [(16, 4), (32, 2), (64, 1)])
+def test_numbered_grid_labels_cover_no_sample_pixel(size, scale):
+    from dcgan.sampling import NUMBER_BAND, numbered_grid
+
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (5, 1, size, size), generator=g, dtype=torch.uint8)
+    grid = numbered_grid(u8, nrow=3)
+    tile = size * scale
+    assert grid.dtype == torch.uint8 and grid.shape == (3, 2 * (NUMBER_BAND + tile + 2) + 2, 3 * (tile + 2) + 2)
+    for i in range(5):
+        x, y = 2 + (i % 3) * (tile + 2), 2 + (i // 3) * (NUMBER_BAND + tile + 2)
+        big = u8[i].repeat_interleave(scale, -1).repeat_interleave(scale, -2).expand(3, -1, -1)
+        assert torch.equal(grid[:, y + NUMBER_BAND:y + NUMBER_BAND + tile, x:x + tile], big)  # untouched
+        assert (grid[:, y:y + NUMBER_BAND, x:x + tile] < 128).any()  # the index is written above it
+
+
+def test_direction_and_forget_figures(tmp_path):
+    from PIL import Image
+
+    G, _ = tiny_models(16)
+    z = noise(12, G.nz, "uniform", 0)
+    images = arith.direction_figure(G, z, [0, 1], [2, 3], [4, 5, 6], tmp_path / "d.png", names=("x", "y"))
+    assert images.shape == (3 * len(arith.DEFAULT_STRENGTHS), 1, 16, 16)
+    assert Image.open(tmp_path / "d.png").width > 500  # labelled, not a bare 16 px grid
+    before, after = fgt.forget_figure(G, z[:10], [0, 1], tmp_path / "f.png", per_row=4)  # short last row
+    assert before.shape == after.shape == (10, 1, 16, 16) and (tmp_path / "f.png").is_file()
+
+
+def test_feature_results_roundtrip_through_json():
+    r = feat.FeatureResults("blobs", 16, [feat.FeatureRow("dcgan", "few", 10, 0.5, 0.1, [0.1, 1.0], 50, 20, 1.0)],
+                            {"seed": 0})
+    back = feat.FeatureResults.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back == r and back.markdown() == r.markdown()
+
+
+def test_run_filters_reestimates_bn_on_the_pool(tmp_path):
+    from dcgan.paper.constants import BN_POOL
+
+    _, D = tiny_models(16)
+    out = filt.run_filters(D, TINY, blobs(60), blobs(30, seed=1), tmp_path / "f.png", num_features=2,
+                           per_feature=3, num_images=20)
+    assert out.figures["filters"].is_file()
+    assert out.results["bn_pool"] == min(BN_POOL, 60) and out.results["num_images"] == 20
+    with pytest.raises(DCGANError, match="--per-feature 25 exceeds"):
+        filt.run_filters(D, TINY, blobs(60), blobs(20), tmp_path / "g.png", per_feature=25)
+
+
+def test_run_walk_and_forget_return_their_figures(tmp_path):
+    G, _ = tiny_models(16)
+    out = wlk.run_walk(G, "uniform", tmp_path / "w", rows=2, steps=3)
+    assert set(out.figures) == set(wlk.MODES) and all(p.is_file() for p in out.figures.values())
+    with pytest.raises(DCGANError, match="--steps 1"):
+        wlk.run_walk(G, "uniform", tmp_path / "w", steps=1)
+    z = noise(6, G.nz, "uniform", 0)
+    marks = fgt.Marks([0, 1, 2], fgt.boxes_to_mask([[0, 0, 16, 8]], 16).expand(3, 16, 16).clone())
+    res = fgt.run_forget(G, z, marks, tmp_path / "f.png", show_z=z).results
+    assert res["marked_samples"] == 3 and res["show_num"] == 6 and res["num_maps"] == G.features(z)[-2].shape[1]
+    with pytest.raises(DCGANError, match="outside the grid of 2"):
+        fgt.run_forget(G, z[:2], marks, tmp_path / "f.png", show_z=z)
