@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-slow lint data venv clean
+.PHONY: demo test test-slow lint data browser venv clean
 
 venv: $(STAMP)
 
@@ -24,11 +24,20 @@ data:
 	  || echo "apt-get could not install dataset-fashion-mnist; torchvision will download Fashion-MNIST"; \
 	else echo "no $(FMNIST) and no root apt-get; torchvision will download Fashion-MNIST on first use"; fi
 
+# Headless Chromium + chromedriver for the explorer's browser tests (tests/test_share_browser.py):
+# Debian's packages where apt is there (as root); elsewhere those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "Chromium: /usr/bin/chromium"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "apt-get could not install chromium chromium-driver; the browser tests will skip"; \
+	else echo "no /usr/bin/chromium and no root apt-get; the browser tests will skip"; fi
+
 # A short Fashion-MNIST training on CPU (a few minutes): grids, curves, checkpoint in runs/.
 demo: $(STAMP) data
 	$(PY) -m dcgan train --config configs/fashion_mnist.yaml
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) data

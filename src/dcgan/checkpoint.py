@@ -79,12 +79,30 @@ def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where:
         ) from None
 
 
-def load_models(path: str | Path, device: str | torch.device = "cpu",
-                cfg: Config | None = None) -> tuple[Generator, Discriminator, Config, dict[str, Any]]:
-    """Rebuild G and D from a checkpoint (with its own config unless one is given)."""
+def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None
+                ) -> tuple[Generator, Discriminator | None, Config, dict[str, Any]]:
+    """Rebuild G and D from a checkpoint (with its own config unless one is given).
+
+    `path` may also be a folder written by `dcgan export`: G, and D when it was exported with
+    --with-discriminator (else None; see `require_discriminator`); the dict then holds the
+    run's facts (`step`, `epoch`, `config`, `best`, `meta`) instead of the training state.
+    """
+    from .share.hub import is_export, load_export
+
+    if is_export(path):
+        return load_export(path, device, cfg)
     ckpt = load_checkpoint(path)
     cfg = cfg or checkpoint_config(ckpt)
     G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
     load_state(G, ckpt["G"], "G", path)
     load_state(D, ckpt["D"], "D", path)
     return G.to(device), D.to(device), cfg, ckpt
+
+
+def require_discriminator(D: Discriminator | None, source: str | Path) -> Discriminator:
+    """D from `load_models`, or a one-line error when `source` is an export made without it."""
+    if D is None:
+        raise CheckpointError(f"{str(source)!r} was exported without the discriminator, which this command "
+                              "needs; re-export it with `dcgan export --with-discriminator` or pass the "
+                              "run's checkpoint")
+    return D

@@ -113,10 +113,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .metrics.cli import add_commands as add_metrics_commands  # eval, classifier, nn
     from .paper.cli import add_commands as add_paper_commands  # paper features|walk|...
+    from .share.cli import add_commands as add_share_commands  # export, serve
 
     parser = argparse.ArgumentParser(prog="dcgan", description="DCGAN (Radford et al. 2016), reproduced.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_sample, add_metrics_commands, add_paper_commands):
+    for add in (add_train, add_sample, add_metrics_commands, add_paper_commands, add_share_commands):
         add(sub)
     return parser
 

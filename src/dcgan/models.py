@@ -7,17 +7,28 @@ Architecture guidelines, as the paper states them:
 - BatchNorm in both nets except G's output layer and D's input layer;
 - ReLU in G with Tanh on the output, LeakyReLU(0.2) in D.
 D returns logits: the loss is BCE-with-logits, never Sigmoid + BCELoss.
+
+Both nets follow huggingface_hub's `PyTorchModelHubMixin` convention: `config.json` holds the
+constructor's arguments and `model.safetensors` the weights, so `Generator.from_pretrained(DIR)`
+rebuilds G from a folder written by `dcgan export` (offline) or from a Hub repository.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import fields
+from typing import Any
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .config import IMAGE_SIZES, ModelConfig
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+
+WEIGHTS_FILE = "model.safetensors"  # the Hub's file name for safetensors weights
+D_PREFIX = "discriminator."  # D's tensors in an export's model.safetensors (G's have no prefix)
 
 
 def _num_stages(image_size: int) -> int:
@@ -54,7 +65,62 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class Generator(nn.Module):
+class _Pretrained(PyTorchModelHubMixin, library_name="dcgan", license="mit",
+                  paper_url="https://arxiv.org/abs/1511.06434", tags=["dcgan", "gan"]):
+    """`from_pretrained` for G and D: config.json -> the constructor, model.safetensors -> weights.
+
+    Unlike the mixin's default this loads strictly (a file of another architecture is an error,
+    not a half-loaded net), prints nothing, and reads G and D from one file: G's tensors under
+    their own names, D's under `discriminator.` (present when exported with --with-discriminator).
+    """
+
+    _weights_prefix = ""
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any,
+                         force_download: bool, local_files_only: bool, token: Any,
+                         map_location: str = "cpu", strict: bool = True, **model_kwargs: Any) -> Any:
+        from safetensors.torch import load_file
+
+        cfg = model_kwargs.pop("cfg", None)
+        if cfg is None:
+            raise CheckpointError(f"{model_id!r} has no config.json with the model settings; "
+                                  "pass a folder written by `dcgan export`")
+        if isinstance(cfg, dict):  # the mixin cannot decode a string annotation into the dataclass
+            names = {f.name for f in fields(ModelConfig)}
+            cfg = ModelConfig(**{k: v for k, v in cfg.items() if k in names})
+        model = cls(cfg, **model_kwargs)
+        if os.path.isdir(model_id):
+            path = os.path.join(model_id, WEIGHTS_FILE)
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(repo_id=model_id, filename=WEIGHTS_FILE, revision=revision,
+                                   cache_dir=cache_dir, force_download=force_download, token=token,
+                                   local_files_only=local_files_only)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{model_id!r} has no {WEIGHTS_FILE}; pass a folder written by `dcgan export`")
+        state = select_weights(load_file(path), cls._weights_prefix, model_id)
+        try:
+            model.load_state_dict(state, strict=strict)
+        except RuntimeError as e:
+            raise CheckpointError(f"{WEIGHTS_FILE} in {model_id!r} does not fit its config.json "
+                                  f"({str(e).splitlines()[-1].strip()[:120]}); re-export it with `dcgan export`") from None
+        return model.to(map_location).eval()
+
+
+def select_weights(state: dict[str, torch.Tensor], prefix: str, where: str) -> dict[str, torch.Tensor]:
+    """G's tensors (no prefix) or D's (`discriminator.`, stripped) from an export's weights."""
+    if prefix:
+        out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not out:
+            raise CheckpointError(f"{where!r} holds no discriminator; export it with "
+                                  "`dcgan export --with-discriminator` or use the run's checkpoint")
+        return out
+    return {k: v for k, v in state.items() if not k.startswith(D_PREFIX)}
+
+
+class Generator(nn.Module, _Pretrained):
     """z (B, nz) -> image (B, C, S, S) in [-1, 1].
 
     `stages[0]` projects z to a (B, ngf * 2**(n-1), 4, 4) map; each further stage doubles the
@@ -71,7 +137,7 @@ class Generator(nn.Module):
 
         stages: list[nn.Module] = []
         if cfg.projection == "linear":
-            # §3: "project and reshape": a matrix multiply of z, reshaped to 4x4 x c0 (the seed's
+            # §3: "project and reshape": a matrix multiply of z, reshaped to 4x4 x c0 (the reference blog post's
             # Linear + BatchNorm1d form; the authors' Theano code did the same).
             stages.append(nn.Sequential(
                 nn.Linear(cfg.nz, widths[0] * 16, bias=False),
@@ -117,12 +183,14 @@ class Generator(nn.Module):
         return out
 
 
-class Discriminator(nn.Module):
+class Discriminator(nn.Module, _Pretrained):
     """image (B, C, S, S) -> logit (B,).
 
     `stages[i]` halves the resolution with a strided conv (§3: learned downsampling, no pooling);
     the first stage has no BN (§3), the widths double from ndf to ndf * 2**(n-1) at 4x4.
     """
+
+    _weights_prefix = D_PREFIX
 
     def __init__(self, cfg: ModelConfig, image_size: int, channels: int) -> None:
         super().__init__()
@@ -136,10 +204,11 @@ class Discriminator(nn.Module):
             nn.Conv2d(channels, widths[0], cfg.kernel_size, 2, pad, bias=True),
             nn.LeakyReLU(0.2, inplace=True),
         )]
+        batch_norm = cfg.d_norm == "batch"  # the paper; spectral/none: no BN in D (beyond the paper)
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             stages.append(nn.Sequential(
-                nn.Conv2d(c_in, c_out, cfg.kernel_size, 2, pad, bias=False),
-                nn.BatchNorm2d(c_out),
+                nn.Conv2d(c_in, c_out, cfg.kernel_size, 2, pad, bias=not batch_norm),
+                nn.BatchNorm2d(c_out) if batch_norm else nn.Identity(),
                 nn.LeakyReLU(0.2, inplace=True),
             ))
         self.stages = nn.ModuleList(stages)
@@ -147,14 +216,20 @@ class Discriminator(nn.Module):
             # §3: the last conv map -> a single output (a 4x4 valid conv == flatten + linear).
             self.head = nn.Sequential(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True), nn.Flatten(0))
         else:
-            # The seed's global-average-pool head: a strided conv to one channel, then the mean.
+            # The reference blog post's global-average-pool head: a strided conv to one channel, then the mean.
             self.head = nn.Sequential(
                 nn.Conv2d(widths[-1], 1, cfg.kernel_size, 2, pad, bias=True),
                 nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(0),
             )
-        # No BN (and no sigmoid) after the head: the seed's BN-on-the-output bug broke training.
+        # No BN (and no sigmoid) after the head: the reference blog post's BN-on-the-output bug broke training.
         init_weights(self)
+        if cfg.d_norm == "spectral":
+            # Miyato et al. 2018: every conv's weight divided by its largest singular value (one power
+            # iteration per forward), so each layer is 1-Lipschitz. After the N(0, 0.02) init.
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:

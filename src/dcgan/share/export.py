@@ -1,0 +1,260 @@
+"""`dcgan export`: a checkpoint -> a self-describing folder in the Hugging Face Hub layout.
+
+The folder (see `hub`) holds the weights as safetensors, the architecture as config.json, the
+run's facts as training.json, a sample grid and a model card (README.md) that states the data,
+the training length and config, the run's scores with their protocol, and how to load it.
+Export formats are declared once in `FORMATS`; `onnx` adds G as model.onnx (z -> image, any
+batch size).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..atomic import write_bytes, write_text
+from ..checkpoint import load_models, resolve_checkpoint
+from ..config import Config
+from ..errors import DCGANError
+from ..metrics import registry
+from ..models import WEIGHTS_FILE, Generator
+from ..sampling import generate, noise, save_grid
+from . import hub
+
+CARD_SAMPLES, CARD_SEED = 64, 0  # the model card's grid: `dcgan sample --num 64 --seed 0`
+PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test_accuracy")
+
+
+# --- the run's facts ---------------------------------------------------------------------------
+
+
+def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What the model card and the explorer say about a model: data, length, config, scores.
+
+    From an export, its training.json; from a checkpoint, the checkpoint and its run's
+    metrics.jsonl (every evaluation record, the latest per step).
+    """
+    from ..runs import METRICS_FILE, read_metrics
+
+    if hub.is_export(source):
+        facts = hub.read_facts(source)
+        facts.setdefault("config", cfg.to_dict())
+        return facts
+    path = resolve_checkpoint(source)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    meta = dict(ckpt.get("meta") or {})
+    step = int(ckpt.get("step", 0))
+    per_rank = int(meta.get("per_rank_batch", cfg.train.batch_size))
+    evals = read_metrics(run_dir / METRICS_FILE, "eval") if run_dir else []
+    return {
+        "source": f"{run_dir.name}/checkpoints/{path.name}" if run_dir else path.name,
+        "step": step, "epoch": int(ckpt.get("epoch", 0)),
+        "images_shown": step * per_rank * int(meta.get("world", 1)),
+        "config": cfg.to_dict(), "best": ckpt.get("best"),
+        "evals": [{k: v for k, v in r.items() if k != "kind"} for r in evals],
+        "meta": meta,
+    }
+
+
+# --- the model card ----------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def scores_markdown(facts: dict[str, Any]) -> str:
+    """The run's evaluations as a table, the best marked, and the protocol they were scored with."""
+    evals = list(facts.get("evals") or [])
+    best = facts.get("best")
+    if not evals and best:
+        evals = [best]
+    if not evals:
+        return ("No evaluation was recorded for this run (it trained with `eval.every=0`). Score the "
+                "export with `dcgan eval --checkpoint DIR` (see the project's docs/evaluation.md).\n")
+    keys = [k for k in registry.ranked_keys() if any(k in r for r in evals)]
+    best_step = best.get("step") if isinstance(best, dict) else None
+    rows = ["| step | " + " | ".join(f"{k} ({'lower' if registry.lower_is_better(k) else 'higher'} is better)"
+                                     for k in keys) + " |",
+            "|---:|" + "---:|" * len(keys)]
+    for r in evals:
+        mark = " (best)" if r.get("step") == best_step else ""
+        rows.append(f"| {r.get('step')}{mark} | " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
+    last = evals[-1]
+    proto = ", ".join(f"{k}={last[k]}" for k in PROTOCOL_KEYS if k in last)
+    docs = "; ".join(f"`{m.name}`: {m.doc}" for m in registry.METRICS.values()
+                     if any(k in keys for k in m.keys) and m.doc)
+    ev = facts.get("config", {}).get("eval", {})
+    this = facts.get("step")
+    note = ("These weights are from step {} ({}).".format(
+        this, "the best evaluation" if this == best_step else "not an evaluated step" if
+        all(r.get("step") != this for r in evals) else "an evaluated step"))
+    return ("\n".join(rows) + "\n\n"
+            f"Protocol: {ev.get('num_samples', '?')} samples per evaluation from noise seed {ev.get('seed', '?')}, "
+            f"compared with every image of the real `{ev.get('split', '?')}` split ({proto}). {docs}. {note}\n")
+
+
+def model_card(facts: dict[str, Any], files: dict[str, str]) -> str:
+    """README.md of an export: Hub metadata, then data, training, scores, samples and usage."""
+    cfg = facts.get("config", {})
+    data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
+    name, S, C = data.get("name", "?"), data.get("image_size", "?"), data.get("channels", "?")
+    front = {"library_name": "dcgan", "license": "mit", "pipeline_tag": "unconditional-image-generation",
+             "tags": ["dcgan", "gan", "unconditional-image-generation", "model_hub_mixin",
+                      "pytorch_model_hub_mixin"], "datasets": [name]}
+    subset = f"the first {data['subset']} images of " if data.get("subset") else ""
+    onnx = ""
+    if hub.ONNX_FILE in files:
+        onnx = ("\nWith ONNX Runtime alone (no PyTorch):\n\n```python\nimport numpy as np, onnxruntime as ort\n"
+                f"sess = ort.InferenceSession(\"DIR/{hub.ONNX_FILE}\")\n"
+                f"z = np.random.uniform(-1, 1, (16, {model.get('nz')})).astype(np.float32)\n"
+                f"images = sess.run(None, {{\"z\": z}})[0]  # (16, {C}, {S}, {S}) in [-1, 1]\n```\n")
+    shown = f"{facts['images_shown']:,}" if isinstance(facts.get("images_shown"), int) else "?"
+    file_rows = "\n".join(f"| `{f}` | {what} |" for f, what in files.items())
+    return f"""---
+{yaml.safe_dump(front, sort_keys=False).strip()}
+---
+
+# DCGAN generator: {name}, {S}x{S}, {C} channel(s), step {facts.get('step', '?')}
+
+A DCGAN generator (Radford, Metz and Chintala 2016, [arXiv:1511.06434](https://arxiv.org/abs/1511.06434))
+trained with the `dcgan` package: z, {model.get('nz')} numbers drawn {model.get('z_dist')}ly
+({'U[-1, 1]' if model.get('z_dist') == 'uniform' else 'N(0, 1)'}), -> a ({C}, {S}, {S}) image in [-1, 1].
+
+![{CARD_SAMPLES} samples, noise seed {CARD_SEED}]({hub.SAMPLES_FILE})
+
+{CARD_SAMPLES} samples from noise seed {CARD_SEED} (BatchNorm in eval mode):
+`dcgan sample --checkpoint DIR --num {CARD_SAMPLES} --seed {CARD_SEED} --out {hub.SAMPLES_FILE}` draws this grid again.
+
+## Data
+
+{subset}`{name}`, split `{data.get('split')}`, resized to {S}x{S} with {C} channel(s).
+
+## Training
+
+{facts.get('step', '?')} steps ({shown} images shown),
+batch {train.get('batch_size')}, Adam (lr G {train.get('lr_g')}, lr D {train.get('lr_d')}, beta1 {train.get('beta1')}),
+seed {train.get('seed')}, {train.get('precision')}; exported from `{facts.get('source', '?')}`
+(dcgan {facts.get('meta', {}).get('version', '?')}, torch {facts.get('meta', {}).get('torch', '?')}).
+The full training config (`dcgan train --config` takes it as it is):
+
+```yaml
+{yaml.safe_dump(cfg, sort_keys=False).strip()}
+```
+
+## Scores
+
+{scores_markdown(facts)}
+## How to load
+
+```python
+from dcgan import Generator
+from dcgan.sampling import generate, noise
+
+G = Generator.from_pretrained("DIR")  # a local folder loads offline; a Hub repo id downloads
+z = noise(16, G.nz, "{model.get('z_dist')}", seed=0)
+images = generate(G, z)  # (16, {C}, {S}, {S}) in [-1, 1]
+```
+
+Every `dcgan` command that takes `--checkpoint` takes this folder too, and draws the same images
+as the run's checkpoint for the same seed: `dcgan sample --checkpoint DIR --out grid.png`,
+`dcgan serve --checkpoint DIR` (the latent-space explorer).
+{onnx}
+## Files
+
+| file | contents |
+|---|---|
+{file_rows}
+"""
+
+
+# --- formats -----------------------------------------------------------------------------------
+
+
+def write_onnx(folder: Path, G: Generator, cfg: Config) -> Path:
+    """G alone as ONNX: input `z` (batch, nz), output `image` (batch, C, S, S); batch is dynamic."""
+    G = G.cpu().eval()
+    z = noise(2, cfg.model.nz, cfg.model.z_dist, 0)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(G, (z,), buf, input_names=["z"], output_names=["image"],
+                          dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}}, dynamo=False)
+    return write_bytes(folder / hub.ONNX_FILE, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    files: dict[str, str]  # file -> what it holds (for the model card)
+    write: Callable[[Path, Generator, Config], Any] | None  # extra files beyond the Hub layout
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("safetensors", {}, None),  # the Hub layout itself; always written
+    Format("onnx", {hub.ONNX_FILE: "G for ONNX Runtime: input `z` (batch, nz), output `image`, dynamic batch"},
+           write_onnx),
+)}
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _check_out(out: Path, source: str | Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DCGANError(f"--out {str(out)!r} is a file; pass a folder for the export")
+    if out.is_dir() and any(out.iterdir()) and not hub.is_export(out):
+        raise DCGANError(f"--out {str(out)!r} is not empty and not an earlier export; pass a new or empty folder")
+    if out.resolve() == Path(source).expanduser().resolve():
+        raise DCGANError(f"--out {str(out)!r} is the model being exported; pass another folder")
+
+
+def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator: bool = False,
+                 formats: tuple[str, ...] = ("safetensors",)) -> Path:
+    """Write the export folder for a checkpoint (file or run directory) or an earlier export."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise DCGANError(f"--format {','.join(unknown)} is not supported; use {', '.join(FORMATS)}")
+    out = Path(out).expanduser()
+    _check_out(out, checkpoint)
+    G, D, cfg, ckpt = load_models(checkpoint, "cpu")
+    if with_discriminator and D is None:
+        raise DCGANError(f"{str(checkpoint)!r} was exported without the discriminator; "
+                         "--with-discriminator needs the run's checkpoint")
+    facts = run_facts(checkpoint, cfg, ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Weights, architecture and the run's facts; then the extra formats.
+    hub.write_model(out, G, D if with_discriminator else None, cfg, facts)
+    files = {WEIGHTS_FILE: "G's weights" + (" and D's (under `discriminator.`)" if with_discriminator else ""),
+             hub.CONFIG_FILE: "the architecture: G's constructor arguments",
+             hub.TRAINING_FILE: "the run's facts: training config, step, evaluation records, versions",
+             hub.SAMPLES_FILE: f"{CARD_SAMPLES} samples, noise seed {CARD_SEED}", hub.CARD_FILE: "this model card"}
+    for name in ("safetensors", *formats):
+        fmt = FORMATS[name]
+        if fmt.write is not None:
+            fmt.write(out, G, cfg)
+        files.update(fmt.files)
+    stale = out / hub.ONNX_FILE
+    if "onnx" not in formats and stale.exists():  # from an earlier export of this folder
+        stale.unlink()
+
+    # The card's sample grid: exactly what `dcgan sample --num 64 --seed 0` writes.
+    z = noise(CARD_SAMPLES, cfg.model.nz, cfg.model.z_dist, CARD_SEED)
+    save_grid(generate(G, z), out / hub.SAMPLES_FILE)
+    write_text(out / hub.CARD_FILE, model_card(facts, files))
+    return out
+
+
+def describe(out: Path) -> str:
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    size = sum((out / f).stat().st_size for f in files)
+    return f"exported to {out}/ ({', '.join(files)}; {size / 1e6:.1f} MB)"
+
