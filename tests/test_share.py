@@ -191,6 +191,15 @@ def test_export_d_from_a_g_only_export_is_refused(exported, tmp_path, capsys):
     assert "without the discriminator" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["paper", "filters", "--out", "f.png"], ["paper", "features"]])
+def test_paper_commands_needing_d_refuse_a_g_only_export(exported, tmp_path, capsys, argv):
+    assert cli.main([*argv[:2], "--checkpoint", str(exported), *[str(tmp_path / a) if a.endswith(".png") else a
+                                                              for a in argv[2:]]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "exported without the discriminator" in err and "--with-discriminator" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_import_dcgan_stays_cheap():
     code = "import sys, dcgan; assert 'torch' not in sys.modules, 'import dcgan imported torch'"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -92,3 +92,46 @@ def test_resume_is_exact_with_ema_and_augmentation(tiny_cfg, tmp_path):
         assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     # The average lags G: it is a different set of weights, and both are in the checkpoint.
     assert any(not torch.equal(a["G"][k], a["G_ema"][k]) for k in a["G"] if a["G"][k].is_floating_point())
+
+
+@pytest.mark.parametrize("d_norm", ["spectral", "none"])
+def test_d_norm_options(d_norm):
+    from dcgan.config import ModelConfig
+    from dcgan.models import build_models
+
+    _, D = build_models(ModelConfig(ngf=8, ndf=8, d_norm=d_norm), 32, 3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())  # no BN in D
+    D.train()
+    with torch.no_grad():
+        for _ in range(15):  # the power iteration converges as D runs
+            D(torch.randn(8, 3, 32, 32))
+    norms = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), 2).item()
+             for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    if d_norm == "spectral":
+        assert all(n == pytest.approx(1.0, abs=0.02) for n in norms), norms  # every layer's norm is bounded
+    else:
+        assert max(norms) > 1.05 or min(norms) < 0.95  # N(0, 0.02) weights: not normalised
+    _, D_paper = build_models(ModelConfig(ngf=8, ndf=8), 32, 3)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in D_paper.modules()) == 2  # the paper's D keeps BN
+
+
+def test_training_with_spectral_norm_runs_and_resumes(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(model={"d_norm": "spectral"}, train={"max_steps": 4})
+    run = train(cfg, run_dir=tmp_path / "r").run_dir
+    assert train(resume=run, overrides=["train.max_steps=6"]).step == 6
+
+
+def test_the_averaged_g_is_what_commands_load_unless_asked(tiny_cfg, tmp_path):
+    from dcgan.checkpoint import load_models
+    from dcgan.cli import main
+
+    run = train(tiny_cfg(train={"ema": 0.9, "max_steps": 4}), run_dir=tmp_path / "r").run_dir
+    ck = load_checkpoint(run)
+    G, _, _, _ = load_models(run)
+    G_raw, _, _, _ = load_models(run, ema=False)
+    assert all(torch.equal(v, ck["G_ema"][k]) for k, v in G.state_dict().items())
+    assert all(torch.equal(v, ck["G"][k]) for k, v in G_raw.state_dict().items())
+    for name, extra in (("ema", []), ("raw", ["--no-ema"])):
+        assert main(["sample", "--checkpoint", str(run), "--num", "4", "--out", str(tmp_path / f"{name}.png"),
+                     *extra]) == 0
+    assert (tmp_path / "ema.png").read_bytes() != (tmp_path / "raw.png").read_bytes()

@@ -8,39 +8,40 @@ Everything loads with `torch.load(path, weights_only=True)`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import torch_save
 from .config import Config, from_dict
 from .errors import CheckpointError, DCGANError
 from .models import Discriminator, Generator, build_models
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write `state` to `path` atomically: a temp file in the same folder, fsync, rename."""
+    """Write `state` to `path` atomically (temp file, fsync, rename): the old file or the new
+    one, never a torn one. A full disk or a read-only folder is a one-line error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+        return torch_save(state, path)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {str(path)!r} ({e.strerror or e}); the previous "
+                              "checkpoints are intact: free disk space or make the folder writable, then "
+                              "resume the run") from None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (-> its checkpoints/last.pt)."""
+    """A checkpoint file, or a run directory -> its newest checkpoint: checkpoints/last.pt, or the
+    highest checkpoints/step-N.pt when a run was killed during its first save of last.pt."""
     p = Path(path).expanduser()
     if p.is_dir():
-        p = p / "checkpoints" / "last.pt"
+        ckdir = p / "checkpoints"
+        p = ckdir / "last.pt"
+        if not p.is_file() and ckdir.is_dir():
+            steps = [(int(q.stem[5:]), q) for q in ckdir.glob("step-*.pt") if q.stem[5:].isdigit()]
+            if steps:
+                p = max(steps)[1]
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} not found; pass a .pt file or a run directory "
                               "that has checkpoints/last.pt")
@@ -79,9 +80,12 @@ def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where:
         ) from None
 
 
-def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None
-                ) -> tuple[Generator, Discriminator | None, Config, dict[str, Any]]:
+def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None,
+                *, ema: bool = True) -> tuple[Generator, Discriminator | None, Config, dict[str, Any]]:
     """Rebuild G and D from a checkpoint (with its own config unless one is given).
+
+    A run trained with `train.ema` holds an averaged G too: that is the G returned unless
+    `ema=False` asks for the raw one (the last weights the optimiser wrote).
 
     `path` may also be a folder written by `dcgan export`: G, and D when it was exported with
     --with-discriminator (else None; see `require_discriminator`); the dict then holds the
@@ -94,7 +98,8 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     ckpt = load_checkpoint(path)
     cfg = cfg or checkpoint_config(ckpt)
     G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
-    load_state(G, ckpt["G"], "G", path)
+    use_ema = ema and "G_ema" in ckpt
+    load_state(G, ckpt["G_ema"] if use_ema else ckpt["G"], "G_ema" if use_ema else "G", path)
     load_state(D, ckpt["D"], "D", path)
     return G.to(device), D.to(device), cfg, ckpt
 

@@ -158,7 +158,7 @@ def add_nn(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nn", help="memorisation check: samples beside their nearest training images",
                        description="Show samples with their nearest training images (classifier features and "
                                    "pixels) and compare sample->train with held-out->train distances.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (required)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file, a run directory or a folder written by `dcgan export` (required)")
     p.add_argument("--out", required=True, help="the figure to write, a .png (required)")
     p.add_argument("--num-show", type=int, default=8, help="samples shown with their neighbours (default 8)")
     p.add_argument("--num", type=int, default=1000,

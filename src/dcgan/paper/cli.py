@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
     p.add_argument("--checkpoint", required=checkpoint_required,
-                   help="a checkpoint file or a run directory (required"
+                   help="a checkpoint file, a run directory or a folder written by `dcgan export` (required"
                         + (")" if checkpoint_required else " unless --render-only)"))
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
 
@@ -131,6 +131,7 @@ def _features(psub) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from ..checkpoint import require_discriminator
     from ..data import load_images
     from .common import load
     from .features import FeatureOptions, paper_rows_markdown, run_features, save_features
@@ -144,6 +145,7 @@ def cmd_features(args: argparse.Namespace) -> int:
                           layers=_numbers(args.layers, "--layers", int) if args.layers else None, seed=args.seed)
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
+    D = require_discriminator(D, args.checkpoint)
     data_cfg = cfg.data
     if args.data or args.data_root:
         data_cfg = dataclasses.replace(data_cfg, name=args.data or data_cfg.name,
@@ -263,12 +265,14 @@ def _filters(psub) -> None:
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
+    from ..checkpoint import require_discriminator
     from ..data import load_images
     from .common import load
     from .filters import run_filters
 
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
+    D = require_discriminator(D, args.checkpoint)
     train, test = load_images(cfg.data, "train"), load_images(cfg.data, "test")
     outcome = run_filters(D, cfg.model, train, test, args.out, num_features=args.num_features,
                           per_feature=args.per_feature, num_images=args.num_images, seed=args.seed,

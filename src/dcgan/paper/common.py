@@ -26,10 +26,11 @@ class Outcome:
 
 
 def load(checkpoint: str | Path, device: torch.device | str = "cpu"
-         ) -> tuple[Generator, Discriminator, Config]:
-    """G and D (eval mode) and the config of a checkpoint file or run directory."""
+         ) -> tuple[Generator, Discriminator | None, Config]:
+    """G and D (eval mode) and the config of a checkpoint file, a run directory or an export
+    (D is None for an export made without --with-discriminator: see `require_discriminator`)."""
     G, D, cfg, _ = load_models(checkpoint, device)
-    return G.eval(), D.eval(), cfg
+    return G.eval(), None if D is None else D.eval(), cfg
 
 
 def latents(cfg: Config, *, seed: int = 0, num: int = 64, z_file: str | Path | None = None,

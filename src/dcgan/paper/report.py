@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text
+from ..checkpoint import require_discriminator
 from ..config import Config
 from ..data import ImageData, load_images, to_model_range
 from ..models import Discriminator, Generator
@@ -237,6 +238,7 @@ def run_report(checkpoint: str | Path, out_dir: str | Path, opts: ReportOptions 
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     G, D, cfg = load(checkpoint, device)
+    D = require_discriminator(D, checkpoint)
     train = train if train is not None else load_images(cfg.data, "train")
     test = test if test is not None else load_images(cfg.data, "test")
     run = _Run(out, G, D, cfg, train, test, opts, device)
