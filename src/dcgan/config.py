@@ -8,6 +8,8 @@ lr 2e-4 and beta1 0.5, z of 100 dims drawn uniformly from [-1, 1], N(0, 0.02) in
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -128,17 +130,48 @@ _POSITIVE = (
 )
 _NON_NEGATIVE = (
     "data.subset", "train.epochs", "train.max_steps", "train.checkpoint_every", "eval.every",
-    "train.weight_decay",
+    "train.weight_decay", "train.seed", "eval.seed",
 )
+# Upper bounds: beyond them a value is a typo or runs the machine out of memory or processes.
+_MAX: dict[str, int | float] = {
+    "train.batch_size": 65536,  # images per step; the paper's is 128
+    "train.d_steps": 100,
+    "train.g_steps": 100,
+    "train.num_fixed": 4096,  # images in one grid
+    "eval.num_samples": 200_000,  # generated images held per evaluation (FID50k is the usual most)
+    "eval.classifier_epochs": 1000,
+    "data.num_workers": 256,  # DataLoader processes
+    "train.seed": 2**32 - 1,  # the data order seeds torch with seed * 1e6 + epoch (64 bits)
+    "eval.seed": 2**32 - 1,
+    "train.lr_g": 1.0,
+    "train.lr_d": 1.0,
+    "train.weight_decay": 1.0,
+}
+INT_LIMIT = 2**63 - 1  # every integer must fit in 64 bits (tensors, checkpoints)
+MAX_PARAMETERS = 10**9  # G + D; DCGAN's 64 px networks have 3.6M + 2.8M (ngf=ndf=64)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
 
 
-def _validate(cfg: Config) -> None:
-    flat = _flatten(cfg.to_dict())
-    for key, allowed in _CHOICES.items():
-        if flat[key] not in allowed:
-            raise ConfigError(
-                f"{key}={flat[key]!r} is not supported; use one of {', '.join(map(str, allowed))}"
-            )
+def num_parameters(model: ModelConfig, image_size: int, channels: int) -> int:
+    """G's and D's parameter count for these settings, from the architecture in models.py (without
+    building them): conv weights, G's projection, BN scales and shifts, biases."""
+    n = max(1, image_size.bit_length() - 3)  # 2x stages between 4x4 and the image
+    k2 = model.kernel_size**2
+    g = [model.ngf * 2 ** (n - 1 - i) for i in range(n)]
+    d = [model.ndf * 2**i for i in range(n)]
+    g_params = model.nz * g[0] * 16 + 2 * (g[0] * 16 if model.projection == "linear" else g[0])
+    g_params += sum(a * b * k2 + 2 * b for a, b in zip(g[:-1], g[1:])) + g[-1] * channels * k2 + channels
+    d_params = channels * d[0] * k2 + d[0] + sum(a * b * k2 + 2 * b for a, b in zip(d[:-1], d[1:]))
+    d_params += d[-1] * (16 if model.d_head == "conv" else k2) + 1
+    return g_params + d_params
+
+
+def _check_ranges(flat: dict[str, Any]) -> None:
+    for key, value in flat.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+            raise ConfigError(f"{key}={value} is out of range; use a number below 2**63")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"{key}={flat[key]!r} must be > 0")
@@ -148,18 +181,51 @@ def _validate(cfg: Config) -> None:
     for key in ("train.lr_g", "train.lr_d"):
         if not flat[key] > 0:
             raise ConfigError(f"{key}={flat[key]!r} must be > 0")
+    for key in ("train.beta1", "train.beta2"):
+        if not 0 <= flat[key] < 1:
+            raise ConfigError(f"{key}={flat[key]!r} must be in [0, 1)")
+    for key, most in _MAX.items():
+        if flat[key] > most:
+            raise ConfigError(f"{key}={flat[key]!r} is too large; use at most {most:g}")
+
+
+def _check_strings(cfg: Config) -> None:
+    name = cfg.name
+    if not name or name.startswith(".") or len(name) > 100 or not set(name) <= _NAME_CHARS:
+        raise ConfigError(f"name={name[:40]!r} cannot name a run directory; use 1-100 letters, digits, "
+                          "'.', '_', '-' or '+', not starting with '.'")
+    for key, value in _flatten(cfg.to_dict()).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and "\x00" in text:
+                raise ConfigError(f"{key} holds a NUL character; remove it")
+    for key in ("data.split", "eval.split"):
+        if not _flatten(cfg.to_dict())[key]:
+            raise ConfigError(f"{key} is empty; name a split, e.g. train or test")
+
+
+def _validate(cfg: Config) -> None:
+    flat = _flatten(cfg.to_dict())
+    for key, allowed in _CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(
+                f"{key}={flat[key]!r} is not supported; use one of {', '.join(map(str, allowed))}"
+            )
     if not 0 <= cfg.train.ema < 1:
         raise ConfigError(f"train.ema={cfg.train.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
     for policy in cfg.train.augment:
         if policy not in ("color", "translation", "cutout"):
             raise ConfigError(f"train.augment has {policy!r}; use any of color, translation, cutout (or none)")
-    for key in ("train.beta1", "train.beta2"):
-        if not 0 <= flat[key] < 1:
-            raise ConfigError(f"{key}={flat[key]!r} must be in [0, 1)")
+    _check_ranges(flat)
+    _check_strings(cfg)
     if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
         raise ConfigError("train.epochs and train.max_steps are both 0; set one of them > 0")
     if cfg.data.num_workers < -1:
         raise ConfigError(f"data.num_workers={cfg.data.num_workers} must be >= 0, or -1 for auto")
+    params = num_parameters(cfg.model, cfg.data.image_size, cfg.data.channels)
+    if params > MAX_PARAMETERS:
+        raise ConfigError(f"model.nz={cfg.model.nz}, model.ngf={cfg.model.ngf}, model.ndf={cfg.model.ndf} at "
+                          f"data.image_size={cfg.data.image_size} make {params:.3g} parameters (more than "
+                          f"{MAX_PARAMETERS:.0e}); lower them")
     for m in cfg.eval.metrics:
         if m not in registry.METRICS:
             raise ConfigError(f"eval.metrics has {m!r}, not a metric; use any of {', '.join(registry.METRICS)}")
@@ -289,6 +355,9 @@ def from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -
     return cfg
 
 
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- `--set` overrides, then validate."""
     data = None
@@ -296,8 +365,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file (see configs/)")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {str(path)!r} is {size / 1e6:.1f} MB, not a config (they are a few "
+                              "hundred bytes); pass the right file")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_bytes())
+        except RecursionError:
+            raise ConfigError(f"config file {str(path)!r} is nested too deeply; fix its syntax") from None
+        except yaml.constructor.ConstructorError as e:
+            tag = getattr(e, "problem", "") or "a tag"
+            raise ConfigError(f"config file {str(path)!r} cannot be loaded safely ({tag.splitlines()[0][:80]}); "
+                              "a config holds plain values only") from None
         except yaml.YAMLError as e:
             line = getattr(getattr(e, "problem_mark", None), "line", None)
             where = f" at line {line + 1}" if line is not None else ""
@@ -318,6 +397,11 @@ def save_config(cfg: Config, path: str | Path) -> None:
 def describe_keys() -> list[tuple[str, Any, str]]:
     """(key, default, explanation) for every config key, read from the schema above: the
     explanation is the comment on the field's line, so the schema documents itself once."""
+    return [(k, list(d) if isinstance(d, list) else d, doc) for k, d, doc in _describe_keys()]
+
+
+@functools.lru_cache(maxsize=1)
+def _describe_keys() -> tuple[tuple[str, Any, str], ...]:  # reading the source takes ~0.2 s: once
     import inspect
     import re
 
@@ -329,4 +413,4 @@ def describe_keys() -> list[tuple[str, Any, str]]:
             m = re.match(r"\s+(\w+): [^=]+=.*?(?:#\s*(.*))?$", line)
             if m and f"{section}{m.group(1)}" in defaults:
                 rows.append((f"{section}{m.group(1)}", defaults[f"{section}{m.group(1)}"], m.group(2) or ""))
-    return rows
+    return tuple(rows)
