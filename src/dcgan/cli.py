@@ -122,6 +122,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Messages of errors that mean "a number too large for the code" or "memory ran out", raised by
+# torch/numpy as plain ValueError/TypeError/RuntimeError.
+_OVERFLOW_TEXT = ("overflow", "too large to convert", "int too large", "out of bounds for int", "value too large")
+_WRITE_TEXT = ("inline_container", "pytorchstreamwriter", "unexpected pos", "file write failed")  # torch.save
+_MEMORY_TEXT = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory",
+                "bad_alloc")
+
+
+def _fault_message(e: BaseException) -> str | None:
+    """A one-line message for faults of the machine or of a number's range rather than of the
+    code: I/O errors (full disk, read-only or missing paths, permissions), memory running out,
+    and numbers beyond what the code can hold. None for anything else (a bug: its traceback)."""
+    text = str(e).lower()
+    if isinstance(e, OSError):
+        path = e.filename2 or e.filename  # a rename's target is the user's path, not the temp file
+        where = f" ({path})" if path else ""
+        what = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+        if isinstance(e, (FileExistsError, NotADirectoryError)):
+            what = f"{what}: a file stands where a folder is needed"
+        return (f"{what}{where}; check that the path exists, is writable and the disk has space, "
+                "then run the command again (runs resume with --resume)")
+    if isinstance(e, RuntimeError) and any(t in text for t in _WRITE_TEXT):
+        return ("could not write a file (the disk is full, or the folder is read-only or gone); free disk space "
+                "or pick a writable folder, then run the command again (runs resume with --resume)")
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+            isinstance(e, RuntimeError) and any(t in text for t in _MEMORY_TEXT)):
+        return ("out of memory; lower train.batch_size (or --batch-size / --num), the image size or the "
+                "model width (model.ngf/ndf), or use a machine with more memory")
+    if isinstance(e, OverflowError) or (isinstance(e, (ValueError, TypeError, RuntimeError))
+                                        and any(t in text for t in _OVERFLOW_TEXT)):
+        return ("a number is out of the range the code can handle (a count, size or seed too large); "
+                "use smaller values")
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a file that should be text is not ({e.reason} at byte {e.start}); check the files passed "
+                "to the command")
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply to read; check the files passed to the command"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
@@ -133,3 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError, OverflowError, ValueError, TypeError, RuntimeError) as e:
+        message = _fault_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
