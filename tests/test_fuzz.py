@@ -166,8 +166,6 @@ COMPANIONS: dict[tuple[str, str], list[str]] = {
 # Failures the suite found in code owned elsewhere, run as strict xfails until fixed: node id -> reason.
 # Each is listed, with its reproduction and the suggested fix, in docs/reliability.md.
 KNOWN_IDS: dict[str, str] = {
-    "test_bad_config_value[eval.inception_weights={missing}]": "a bad Inception weights file is not refused with one line naming it",
-    "test_bad_config_value[eval.split=nope]": "train.py writes config.yaml/real.png before the evaluator is built: a failed start leaves a run directory",
     "test_bad_option_value[classifier--epochs=18446744073709551616]": "metrics/cli.py: --classifier-epochs/--epochs not checked to be in 1..1000",
     "test_bad_option_value[classifier--split=]": "an empty value is taken as the default or crashes instead of a one-line error",
     "test_bad_option_value[eval--classifier-epochs=-1]": "metrics/cli.py: --classifier-epochs/--epochs not checked to be in 1..1000",

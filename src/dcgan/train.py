@@ -382,14 +382,15 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
                       to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format),
                       loss=tc.loss, augment=diff_augment(tc.augment))
 
-    # Outputs: only rank 0 writes, and only now that the start is known to be good.
-    metrics = _start_outputs(plan, state, batches, run_dir, info) if info.is_main else None
+    # Evaluation: rank 0 builds it (it may compute real-data statistics first; a bad eval setting
+    # fails here, before anything is written); the others wait for it.
     evaluator = None
     if cfg.eval.every > 0:
         from .metrics import build_evaluator  # the evaluation package (FD, coverage, IS, ...)
 
-        # Rank 0 only (it may compute real-data statistics first); the others wait for it.
         evaluator = dist_utils.wait_for_main(info, lambda: build_evaluator(cfg, device))
+    # Outputs: only rank 0 writes, and only now that the start is known to be good.
+    metrics = _start_outputs(plan, state, batches, run_dir, info) if info.is_main else None
     if info.is_main:
         print(f"run directory: {run_dir}\ndevice: {device} ({platform.processor() or platform.machine()}), "
               f"{batches.num_images} images, {iters_per_epoch} steps/epoch, {total_steps} steps", file=sys.stderr)
