@@ -47,9 +47,16 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def torch_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` atomically. The object is serialised in memory first and the bytes written
+    here, so a full disk is a plain OSError (torch's own writer raises RuntimeError)."""
+    import io
+
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    buffer = io.BytesIO()
+    buffer.name = str(path)  # what the bytes are for, as on a real file (error messages, test fakes)
+    torch.save(obj, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:

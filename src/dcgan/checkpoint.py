@@ -48,7 +48,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    resume: bool = False) -> dict[str, Any]:
+    """The checkpoint dict at `path` (a file or a run directory), loaded without running code;
+    `resume`: also check that it holds the training state a resume restores."""
     p = resolve_checkpoint(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
@@ -58,6 +61,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or not {"G", "D", "config"} <= set(ckpt):
         raise CheckpointError(f"{str(p)!r} is not a dcgan checkpoint (no G/D/config); "
                               "pass a file written by `dcgan train`")
+    if resume:
+        check_resumable(ckpt, p)
     return ckpt
 
 
@@ -68,16 +73,42 @@ def checkpoint_config(ckpt: dict[str, Any]) -> Config:
         raise CheckpointError(f"the checkpoint's config is not valid for this version: {e}") from None
 
 
+# What `dcgan train --resume` needs besides G, D and config (see the module docstring).
+RESUME_KEYS = ("opt_G", "opt_D", "step", "epoch", "batch", "rng", "fixed_z")
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """A one-line error when `ckpt` lacks the training state a resume restores."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} holds no training state (keys missing: {', '.join(missing)}); "
+                              "it can be sampled but not resumed")
+
+
 def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where: str | Path) -> None:
-    """load_state_dict with a one-line error when the architecture differs."""
+    """load_state_dict with a one-line error when the architecture differs or the entry is not
+    a state dict at all."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} in {str(where)!r} is a {type(state).__name__}, not a state dict of "
+                              "weights; pass a checkpoint written by `dcgan train`")
     try:
         module.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
         raise CheckpointError(
             f"{what} in {str(where)!r} has another architecture than the config ({first[:120]}); "
             "use the model.* and data.image_size/channels settings it was trained with"
         ) from None
+
+
+def check_finite(module: torch.nn.Module, what: str, where: str | Path) -> None:
+    """A one-line error when a loaded network holds NaN or infinite weights (a diverged run)."""
+    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{what} in {str(where)!r} has non-finite (NaN/inf) weights ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged before "
+                              "this save: use an earlier checkpoint (checkpoints/step-N.pt or best.pt)")
 
 
 def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None,
@@ -101,6 +132,8 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     use_ema = ema and "G_ema" in ckpt
     load_state(G, ckpt["G_ema"] if use_ema else ckpt["G"], "G_ema" if use_ema else "G", path)
     load_state(D, ckpt["D"], "D", path)
+    check_finite(G, "G_ema" if use_ema else "G", path)
+    check_finite(D, "D", path)
     return G.to(device), D.to(device), cfg, ckpt
 
 

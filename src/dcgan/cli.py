@@ -16,19 +16,34 @@ from .errors import DCGANError
 # --- train -------------------------------------------------------------------------------------
 
 
+def _config_keys_epilog() -> str:
+    from .config import describe_keys
+
+    lines = ["config keys (set in a YAML file or with --set KEY=VALUE; defaults are the paper's recipe):"]
+    for key, default, doc in describe_keys():
+        value = ",".join(map(str, default)) if isinstance(default, list) else default
+        lines.append(f"  {key}={value}" + (f"  ({doc})" if doc else ""))
+    return "\n".join(lines)
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a DCGAN from a YAML config",
-                       description="Train G and D. Every run gets its own directory under runs/.")
-    p.add_argument("--config", help="YAML config (see configs/); defaults are the paper's recipe")
-    p.add_argument("--run-dir", help="where to write this run (must not hold another run)")
+                       description="Train G and D. Every run gets its own directory under --runs-root "
+                                   "(runs/<name>-NNN); outputs, resume and failures are described in README.md.",
+                       epilog=_config_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (see configs/); default: none, i.e. the paper's recipe on CIFAR-10")
+    p.add_argument("--run-dir", help="where to write this run (must not hold another run); "
+                                     "default: the next runs/<name>-NNN")
     p.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
-                   help="continue a run: its directory (uses checkpoints/last.pt) or a checkpoint file")
+                   help="continue a run: its directory (its newest checkpoint) or a checkpoint file (an "
+                        "older checkpoint starts a new run beside the original); default: a new run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.batch_size=64 (repeatable)")
+                   help="override a config value, e.g. --set train.batch_size=64 (repeatable; "
+                        "the keys are listed below)")
     p.add_argument("--runs-root", default="runs", help="parent of numbered run directories (default: runs)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel via torchrun; "
-                        "one per GPU, or Gloo on CPU). For several machines use torchrun itself: "
+                        "one per GPU, or Gloo on CPU; default 1). For several machines use torchrun itself: "
                         "see docs/distributed.md")
     p.set_defaults(func=cmd_train)
 
@@ -62,41 +77,55 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate N images: OUT ending in .png gets one grid, any other OUT "
                                    "a folder of N image files at the model's resolution.")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file, a run directory or a folder written by `dcgan export` (required)")
     p.add_argument("--num", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", required=True, help="a .png path for a grid, or a folder")
+    p.add_argument("--out", required=True, help="a .png path for a grid, or a folder (required)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images generated per forward pass; only memory use depends on it (default 256)")
     p.add_argument("--bn-mode", choices=("eval", "train"), default="eval",
                    help="eval (default): BN uses running statistics; train: per-batch statistics")
-    p.add_argument("--numbered", action="store_true", help="draw each sample's index on the grid")
-    p.add_argument("--save-z", metavar="FILE", help="also save the latent vectors (a .pt tensor (N, nz))")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--no-ema", action="store_true",
+                   help="sample the raw G, not the averaged one, of a run trained with train.ema (default off)")
+    p.add_argument("--numbered", action="store_true",
+                   help="draw each sample's index on the grid, for `dcgan paper arithmetic` (default off)")
+    p.add_argument("--save-z", metavar="FILE", help="also save the latent vectors (a .pt tensor (N, nz)); default: not saved")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_sample)
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
+def _check_writable_file(path: Path, option: str) -> None:
+    """A one-line error, before anything is generated, when `path` cannot become a file: it is a
+    folder, or a file stands where one of its parent folders should be."""
+    if path.is_dir():
+        raise DCGANError(f"{option} {str(path)!r} is a folder; pass a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DCGANError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder; "
+                                 "pass a path in a folder")
+            break
 
+
+def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_models
     from .devices import pick_device
-    from .sampling import generate, noise, numbered_grid, save_folder, save_grid
+    from .sampling import generate, noise, save_folder, save_grid, save_numbered_grid
 
     if args.num <= 0:
         raise DCGANError(f"--num {args.num} must be > 0")
     if args.batch_size <= 0:
         raise DCGANError(f"--batch-size {args.batch_size} must be > 0")
+    if args.save_z:  # checked before --out is written, so a failed command writes nothing
+        _check_writable_file(Path(args.save_z), "--save-z")
     device = pick_device(args.device)
-    G, _, cfg, _ = load_models(args.checkpoint, device)
+    G, _, cfg, _ = load_models(args.checkpoint, device, ema=not args.no_ema)
     z = noise(args.num, cfg.model.nz, cfg.model.z_dist, args.seed, device)
     images = generate(G, z, batch_size=args.batch_size, bn_mode=args.bn_mode)
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         if args.numbered:
-            from PIL import Image
-
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(numbered_grid(images).permute(1, 2, 0).numpy()).save(out)
+            save_numbered_grid(images, out)
         else:
             save_grid(images, out)
         print(f"wrote a grid of {args.num} samples to {out}")
@@ -104,7 +133,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         save_folder(images, out)
         print(f"wrote {args.num} images ({cfg.data.image_size}x{cfg.data.image_size}) to {out}/")
     if args.save_z:
-        torch.save(z.cpu(), args.save_z)
+        from .atomic import torch_save
+
+        torch_save(z.cpu(), args.save_z)
     return 0
 
 

@@ -300,12 +300,15 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     """
     import logging
 
+    import torch
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    if nproc < 1:
-        raise DCGANError(f"--nproc {nproc} must be >= 1")
+    most = max(os.cpu_count() or 1, torch.cuda.device_count()) * 4  # beyond this: memory runs out, nothing gained
+    if not 1 <= nproc <= most:
+        raise DCGANError(f"--nproc {nproc} must be in 1..{most} (4 per CPU core or GPU of this machine); "
+                         "use one process per GPU, or a few on CPU")
     if "LOCAL_RANK" in os.environ:
         raise DCGANError("--nproc starts its own processes but this one already runs under torchrun; "
                          "drop --nproc")

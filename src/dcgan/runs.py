@@ -150,7 +150,7 @@ def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: s
     """
     if resume is not None:
         path = resolve_checkpoint(resume)
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, resume=True)
         saved = checkpoint_config(ckpt)
         cfg = from_dict(saved.to_dict(), overrides)
         changed = resume_changes(saved, cfg)

@@ -49,6 +49,20 @@ def _common_args(p: argparse.ArgumentParser, *, checkpoint: str) -> None:
                                                     "then MPS, then CPU)")
 
 
+MAX_CLASSIFIER_EPOCHS = 1000  # the classifier converges in a few; more is a typo (and runs for days)
+
+
+def _check_epochs(n: int, option: str) -> None:
+    if not 1 <= n <= MAX_CLASSIFIER_EPOCHS:
+        raise DCGANError(f"{option} {n} must be in 1..{MAX_CLASSIFIER_EPOCHS}")
+
+
+def _check_not_empty(value: str | None, option: str, example: str) -> None:
+    """An empty value given on purpose (`--split ''`) is refused, not taken as the default."""
+    if value is not None and not value.strip(" ,"):
+        raise DCGANError(f"{option} is empty; pass a value, e.g. {option} {example}, or leave the option out")
+
+
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": getattr(args, "dataset", None), "image_size": getattr(args, "image_size", None),
             "channels": getattr(args, "channels", None), "root": args.data_root, "cache_dir": args.cache_dir}
@@ -99,6 +113,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.num < MIN_IMAGES:
         raise DCGANError(f"--num {args.num} is too few to score; use at least {MIN_IMAGES}")
+    if args.num_real < 0:
+        raise DCGANError(f"--num-real {args.num_real} must be >= 0 (0: all the real images)")
+    _check_epochs(args.classifier_epochs, "--classifier-epochs")
+    _check_not_empty(args.split, "--split", "test")
+    _check_not_empty(args.metrics, "--metrics", "fd_clf,kid_clf")
     settings = EvalSettings(metrics=args.metrics.split(",") if args.metrics else None, features=args.features,
                             split=args.split, num_real=args.num_real, seed=args.seed,
                             classifier=args.classifier, classifier_epochs=args.classifier_epochs,
@@ -138,8 +157,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from .classifier import get_classifier
     from .evaluate import data_config
 
-    if args.epochs <= 0:
-        raise DCGANError(f"--epochs {args.epochs} must be > 0")
+    _check_epochs(args.epochs, "--epochs")
+    _check_not_empty(args.split, "--split", "train")
     if not args.dataset:
         raise DCGANError("--dataset is required, e.g. --dataset fashion_mnist")
     clf = get_classifier(data_config(**_data_overrides(args)), split=args.split, seed=args.seed,
@@ -174,6 +193,8 @@ def add_nn(sub: argparse._SubParsersAction) -> None:
 def cmd_nn(args: argparse.Namespace) -> int:
     from .memorisation import memorisation_report
 
+    _check_epochs(args.classifier_epochs, "--classifier-epochs")
+    _check_not_empty(args.heldout_split, "--heldout-split", "test")
     result = memorisation_report(args.checkpoint, args.out, num=args.num, num_show=args.num_show, seed=args.seed,
                                  heldout_split=args.heldout_split, classifier_epochs=args.classifier_epochs,
                                  data_overrides=_data_overrides(args), device=args.device)
