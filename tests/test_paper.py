@@ -304,3 +304,110 @@ def test_run_walk_and_forget_return_their_figures(tmp_path):
     assert res["marked_samples"] == 3 and res["show_num"] == 6 and res["num_maps"] == G.features(z)[-2].shape[1]
     with pytest.raises(DCGANError, match="outside the grid of 2"):
         fgt.run_forget(G, z[:2], marks, tmp_path / "f.png", show_z=z)
+
+
+# --- bad input: one-line errors before anything is written (issue #11) ----------------------------
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"\xff\xfe\x00binary", "not a JSON text file"),
+    (b'{"samples": [{"index": "three", "boxes": [[0, 0, 4, 4]]}]}', "index 'three' is not a whole number"),
+    (b'{"samples": [{"index": 1, "boxes": [[NaN, 0, 4, 4]]}]}', "four whole pixel coordinates"),
+    (b'{"samples": [{"index": 1, "boxes": [[0.5, 0, 4, 4]]}]}', "four whole pixel coordinates"),
+    (b'{"samples": [{"index": 1, "boxes": 3}]}', "not a list"),
+    (b'{"samples": [{"index": 1, "mask": [[0, 1], [1]]}]}', "mask of sample 1"),
+    (b'{"seed": "x", "samples": [{"index": 1, "boxes": [[0, 0, 4, 4]]}]}', '"seed" \'x\''),
+    (b'{"num": 0, "samples": [{"index": 1, "boxes": [[0, 0, 4, 4]]}]}', '"num" 0 must be a whole number > 0'),
+])
+def test_malformed_marks_files_are_one_line_errors_naming_the_file(tmp_path, text, match):
+    p = tmp_path / "marks.json"
+    p.write_bytes(text)
+    with pytest.raises(DCGANError, match=match) as e:
+        fgt.read_marks(p, 16)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_marks_accept_whole_float_coordinates(tmp_path):
+    p = tmp_path / "marks.json"
+    p.write_text(json.dumps({"seed": 3, "samples": [{"index": 0, "boxes": [[0.0, 0, 4, 8.0]]}]}))
+    assert fgt.read_marks(p, 16).masks[0].sum() == 32
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_latents_refuse_a_non_finite_z_file(tmp_path, bad):
+    from dcgan.config import Config
+    from dcgan.paper.common import latents
+
+    cfg = Config()
+    z = torch.zeros(4, cfg.model.nz)
+    z[1, 2] = bad
+    torch.save(z, tmp_path / "z.pt")
+    with pytest.raises(DCGANError, match="--z .* NaN or infinite"):
+        latents(cfg, z_file=tmp_path / "z.pt")
+    torch.save(torch.zeros(4, cfg.model.nz), tmp_path / "ok.pt")
+    assert latents(cfg, z_file=tmp_path / "ok.pt").shape == (4, cfg.model.nz)
+
+
+def test_walk_sizes_are_capped_before_anything_runs():
+    wlk.check_walk(1, 2)
+    for rows, steps, match in ((0, 3, "--rows 0"), (10**12, 3, "--rows 1000000000000 must be in 1..256"),
+                               (2, 1, "--steps 1"), (2, 257, "--steps 257 must be in 2..256")):
+        with pytest.raises(DCGANError, match=match):
+            wlk.check_walk(rows, steps)
+
+
+def test_arithmetic_checks_both_outputs_before_writing_either(tmp_path):
+    G, _ = tiny_models(16)
+    z = noise(8, G.nz, "uniform", 0)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "dir.png").mkdir()
+    kw = dict(a=[0], b=[1], c=[2], direction_from=[3], direction_to=[4])
+    for bad, match in ((tmp_path / "a_file" / "d.png", "is a file, not a folder"), (tmp_path / "dir.png", "folder"),
+                       (tmp_path / "d.jpg", "must end in .png"), (tmp_path / "arith.png", "is --out too")):
+        with pytest.raises(DCGANError, match=f"--direction-out .*{match}"):
+            arith.run_arithmetic(G, z, tmp_path / "arith.png", direction_out=bad, **kw)
+        assert not (tmp_path / "arith.png").exists()
+    for scale in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(DCGANError, match="--noise-scale"):
+            arith.run_arithmetic(G, z, tmp_path / "arith.png", noise_scale=scale, **kw)
+    with pytest.raises(DCGANError, match="--strengths"):
+        arith.run_arithmetic(G, z, tmp_path / "arith.png", strengths=(0.0, float("inf")), **kw)
+    assert not (tmp_path / "arith.png").exists()
+    out = arith.run_arithmetic(G, z, tmp_path / "arith.png", **kw)
+    assert out.figures["direction"] == tmp_path / "arith_direction.png" and out.figures["direction"].is_file()
+
+
+def test_kmeans_refuses_more_centroids_than_patches():
+    with pytest.raises(DCGANError, match="--kmeans-centroids 5000 exceeds the 360 training patches"):
+        feat.KMeansFeatures(5000).fit(blobs(10).images)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["features", "--cs", "nan"], "--cs 'nan': nan must be finite and > 0"),
+    (["features", "--cs", "0.1,0"], "must be finite and > 0"),
+    (["features", "--layers", ""], "--layers is empty"),
+    (["features", "--data", ""], "--data is empty"),
+    (["features", "--test-split", " "], "--test-split is empty"),
+    (["features", "--draws", "101"], "--draws 101 must be <= 100"),
+    (["features", "--kmeans-centroids", "10001"], "--kmeans-centroids 10001 must be <= 10000"),
+    (["features", "--per-class", "101", "--num-train", "100"], "--per-class 101 must be <= 100"),
+    (["walk", "--out", "w.png", "--rows", "1000"], "--rows 1000 must be in 1..256"),
+    (["arithmetic", "--a", "", "--b", "1", "--c", "2", "--out", "a.png"], "--a is empty"),
+    (["arithmetic", "--a", "0", "--b", "1", "--c", "2", "--out", "a.png", "--noise-scale", "inf"],
+     "--noise-scale inf must be a finite number >= 0"),
+    (["arithmetic", "--a", "0", "--b", "1", "--c", "2", "--out", "a.png", "--strengths", "nan"],
+     "--strengths 'nan'"),
+    (["forget", "--marks", "m.json", "--out", "f.png", "--threshold", "nan"], "--threshold nan"),
+    (["forget", "--marks", "m.json", "--out", "f.png", "--max-maps", "-1"], "--max-maps -1 must be >= 0"),
+    (["forget", "--marks", "m.json", "--out", "f.png", "--show-num", "5000"], "--show-num 5000 must be <= 1024"),
+])
+def test_cli_refuses_bad_values_before_loading_the_checkpoint(tmp_path, monkeypatch, capsys, argv, match):
+    """The checkpoint does not exist: each error must come first, and nothing is written."""
+    from dcgan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"samples": [{"index": 0, "boxes": [[0, 0, 8, 8]]}]}))
+    assert main(["paper", *argv, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and match in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]

@@ -13,6 +13,7 @@ added to base samples with growing strength.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..data import to_uint8
 from ..errors import DCGANError
 from ..models import Generator
 from ..sampling import generate
-from .common import Outcome, tile_grid
+from .common import Outcome, check_output_file, tile_grid
 from .constants import DEFAULT_STRENGTHS
 
 
@@ -142,6 +143,25 @@ def direction_figure(G: Generator, z: torch.Tensor, src: Sequence[int], dst: Seq
     return images
 
 
+def output_paths(out: str | Path, direction_out: str | Path | None, *,
+                 direction: bool) -> tuple[Path, Path | None]:
+    """The Fig. 7 file and (with a direction) the Fig. 8 file (default: out with _direction),
+    both checked before either is written, so a bad second path leaves no first figure behind."""
+    out = check_output_file(out, "--out")
+    if out.suffix.lower() != ".png":
+        raise DCGANError(f"--out {str(out)!r} must end in .png")
+    if not direction:
+        return out, None
+    if direction_out is None:
+        return out, out.with_name(out.stem + "_direction.png")
+    dpath = check_output_file(direction_out, "--direction-out")
+    if dpath.suffix.lower() != ".png":
+        raise DCGANError(f"--direction-out {str(dpath)!r} must end in .png")
+    if dpath == out:
+        raise DCGANError(f"--direction-out {str(dpath)!r} is --out too; give the two figures different files")
+    return out, dpath
+
+
 def run_arithmetic(G: Generator, z: torch.Tensor, out: str | Path, *, a: Sequence[int], b: Sequence[int],
                    c: Sequence[int], names: Sequence[str] = ("A", "B", "C"), noise_scale: float = 0.25,
                    seed: int = 0, direction_from: Sequence[int] | None = None,
@@ -160,16 +180,17 @@ def run_arithmetic(G: Generator, z: torch.Tensor, out: str | Path, *, a: Sequenc
         raise DCGANError(f"--names {','.join(names)!r} needs three labels, e.g. 'smiling woman,neutral woman,neutral man'")
     if (direction_from is None) != (direction_to is None):
         raise DCGANError("give both --direction-from and --direction-to (or neither)")
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise DCGANError(f"--out {str(out)!r} must end in .png")
+    if not math.isfinite(noise_scale) or noise_scale < 0:
+        raise DCGANError(f"--noise-scale {noise_scale} must be a finite number >= 0")
+    if not all(math.isfinite(s) for s in strengths):
+        raise DCGANError(f"--strengths {','.join(map(str, strengths))} must be finite numbers")
+    out, dpath = output_paths(out, direction_out, direction=direction_from is not None)
     arithmetic_figure(G, z, a, b, c, out, names=names, noise_scale=noise_scale, seed=seed)
     figures = {"arithmetic": out}
     results = {"a": list(a), "b": list(b), "c": list(c), "names": list(names), "noise_scale": noise_scale,
                "seed": seed}
     if direction_from is not None:
         base = list(base) if base is not None else list(c)
-        dpath = Path(direction_out) if direction_out else out.with_name(out.stem + "_direction.png")
         direction_figure(G, z, direction_from, direction_to, base, dpath, strengths=strengths,
                          names=direction_names)
         figures["direction"] = dpath

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from ..errors import DCGANError
 from .constants import (
@@ -11,6 +12,11 @@ from .constants import (
     DEFAULT_CS,
     DEFAULT_STRENGTHS,
     FEATURE_MODES,
+    INT_LIMIT,
+    MAX_CENTROIDS,
+    MAX_DRAWS,
+    MAX_SHOW,
+    MAX_WALK,
     METHODS,
     WALK_MODES,
     comma_list,
@@ -57,14 +63,42 @@ def _device(name: str):
     return pick_device(name)
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) <= 0:
-            raise DCGANError(f"--{name.replace('_', '-')} {getattr(args, name)} must be > 0")
+            raise DCGANError(f"{_flag(name)} {getattr(args, name)} must be > 0")
 
 
-def _numbers(text: str, flag: str, kind: type = float) -> tuple:
-    """'0,0.5,1' -> (0.0, 0.5, 1.0) (or ints with kind=int); one-line errors for the CLI."""
+def _at_most(args: argparse.Namespace, name: str, limit: int, why: str = "") -> None:
+    """A count the code can run with: refused up front, before anything is loaded or written."""
+    value = getattr(args, name)
+    if value is not None and value > limit:
+        raise DCGANError(f"{_flag(name)} {value} must be <= {limit}{why}")
+
+
+def _finite(args: argparse.Namespace, name: str, *, minimum: float | None = None) -> None:
+    value = getattr(args, name)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        allowed = "a finite number" + ("" if minimum is None else f" >= {minimum:g}")
+        raise DCGANError(f"{_flag(name)} {value} must be {allowed}")
+
+
+def _not_empty(args: argparse.Namespace, *names: str,
+               fix: str = "give a value or leave the option out for its default") -> None:
+    """An option given as '' is a mistake, not a request for its default."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise DCGANError(f"{_flag(name)} is empty ''; {fix}")
+
+
+def _numbers(text: str, flag: str, kind: type = float, *, positive: bool = False) -> tuple:
+    """'0,0.5,1' -> (0.0, 0.5, 1.0) (or ints with kind=int); one-line errors for the CLI.
+    Floats must be finite (and > 0 with positive=True)."""
     example = "0,0.5,1" if kind is float else "1,2"
     what = "numbers" if kind is float else "integers"
     try:
@@ -72,7 +106,11 @@ def _numbers(text: str, flag: str, kind: type = float) -> tuple:
     except ValueError:
         raise DCGANError(f"{flag} {text!r} is not a comma-separated list of {what}, e.g. {example}") from None
     if not vals:
-        raise DCGANError(f"{flag} is empty; give {what} like {example}")
+        raise DCGANError(f"{flag} is empty ''; give {what} like {example}")
+    bad = [v for v in vals if not math.isfinite(v) or (positive and v <= 0)]
+    if bad:
+        raise DCGANError(f"{flag} {text!r}: {', '.join(map(str, bad))} must be finite"
+                         + (" and > 0" if positive else "") + f", e.g. {example}")
     return vals
 
 
@@ -137,12 +175,18 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .features import FeatureOptions, paper_rows_markdown, run_features, save_features
 
     _positive(args, "num_train", "num_val", "num_test", "per_class", "draws", "kmeans_centroids")
+    _at_most(args, "num_test", INT_LIMIT, " (it is clipped to the test split's size)")
+    _at_most(args, "per_class", args.num_train, ": the labels per class are drawn from the --num-train images")
+    _at_most(args, "draws", MAX_DRAWS)
+    _at_most(args, "kmeans_centroids", MAX_CENTROIDS)
+    _not_empty(args, "data", "data_root", "test_split")
     opts = FeatureOptions(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
                           per_class=args.per_class, draws=args.draws,
                           modes=_names(args.modes, "--modes", FEATURE_MODES),
                           methods=_names(args.methods, "--methods", METHODS),
-                          Cs=_numbers(args.cs, "--cs"), kmeans_centroids=args.kmeans_centroids,
-                          layers=_numbers(args.layers, "--layers", int) if args.layers else None, seed=args.seed)
+                          Cs=_numbers(args.cs, "--cs", positive=True), kmeans_centroids=args.kmeans_centroids,
+                          layers=None if args.layers is None else _numbers(args.layers, "--layers", int),
+                          seed=args.seed)
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
     D = require_discriminator(D, args.checkpoint)
@@ -172,16 +216,18 @@ def _walk(psub) -> None:
     p.add_argument("--out", required=True, help="a .png (one mode) or a folder (walk_<mode>.png) (required)")
     p.add_argument("--mode", choices=(*WALK_MODES, "both"), default="both",
                    help="linear (the paper), spherical (slerp) or both (default both)")
-    p.add_argument("--rows", type=int, default=8, help="walks, one per row (default 8)")
-    p.add_argument("--steps", type=int, default=10, help="images per walk, endpoints included (default 10)")
+    p.add_argument("--rows", type=int, default=8, help=f"walks, one per row, at most {MAX_WALK} (default 8)")
+    p.add_argument("--steps", type=int, default=10,
+                   help=f"images per walk, endpoints included, 2..{MAX_WALK} (default 10)")
     p.add_argument("--seed", type=int, default=0, help="RNG seed of the endpoints (default 0)")
     p.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> int:
     from .common import load
-    from .walk import run_walk
+    from .walk import check_walk, run_walk
 
+    check_walk(args.rows, args.steps)
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
     modes = WALK_MODES if args.mode == "both" else (args.mode,)
@@ -222,23 +268,30 @@ def _arithmetic(psub) -> None:
 
 
 def cmd_arithmetic(args: argparse.Namespace) -> int:
-    from .arithmetic import run_arithmetic
+    from .arithmetic import output_paths, run_arithmetic
     from .common import latents, load, parse_indices
 
+    _not_empty(args, "a", "b", "c", "direction_from", "direction_to", "base",
+               fix="name sample numbers from the numbered grid, e.g. 3,17,42")
+    _not_empty(args, "out", "direction_out")
+    _finite(args, "noise_scale", minimum=0)
+    strengths = _numbers(args.strengths, "--strengths")
+    names = _labels(args.names, "--names", 3)
+    direction_names = _labels(args.direction_names, "--direction-names", 2)
+    output_paths(args.out, args.direction_out, direction=args.direction_from is not None)
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
     z = latents(cfg, seed=args.seed, num=args.num, z_file=args.z_file, device=device)
 
     def samples(flag: str) -> list[int] | None:
         text = getattr(args, flag.lstrip("-").replace("-", "_"))
-        return parse_indices(text, z.shape[0], flag) if text else None
+        return None if text is None else parse_indices(text, z.shape[0], flag)
 
     outcome = run_arithmetic(G, z, args.out, a=samples("--a"), b=samples("--b"), c=samples("--c"),
-                             names=_labels(args.names, "--names", 3), noise_scale=args.noise_scale,
-                             seed=args.seed, direction_from=samples("--direction-from"),
-                             direction_to=samples("--direction-to"), base=samples("--base"),
-                             strengths=_numbers(args.strengths, "--strengths"), direction_out=args.direction_out,
-                             direction_names=_labels(args.direction_names, "--direction-names", 2))
+                             names=names, noise_scale=args.noise_scale, seed=args.seed,
+                             direction_from=samples("--direction-from"), direction_to=samples("--direction-to"),
+                             base=samples("--base"), strengths=strengths, direction_out=args.direction_out,
+                             direction_names=direction_names)
     for path in outcome.figures.values():
         print(f"wrote {path}")
     return 0
@@ -270,6 +323,9 @@ def cmd_filters(args: argparse.Namespace) -> int:
     from .common import load
     from .filters import run_filters
 
+    _positive(args, "num_features", "per_feature", "num_images")
+    for name in ("num_features", "per_feature", "num_images"):
+        _at_most(args, name, INT_LIMIT)
     device = _device(args.device)
     _, D, cfg = load(args.checkpoint, device)
     D = require_discriminator(D, args.checkpoint)
@@ -297,19 +353,25 @@ def _forget(psub) -> None:
                                                 "'maps dropped' (required)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="drop maps with weight above this (default 0, the paper's)")
-    p.add_argument("--max-maps", type=int, help="drop at most this many, largest weights first "
-                                                "(default: no limit)")
+    p.add_argument("--max-maps", type=int, help="drop at most this many, largest weights first; 0 drops "
+                                                "none (default: no limit)")
     p.add_argument("--show-seed", type=int, default=1, help="RNG seed of the samples shown (default 1)")
-    p.add_argument("--show-num", type=int, default=32, help="samples shown (default 32)")
+    p.add_argument("--show-num", type=int, default=32, help=f"samples shown, at most {MAX_SHOW} (default 32)")
     p.set_defaults(func=cmd_forget)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
     from ..sampling import noise
-    from .common import latents, load
+    from .common import check_output_file, latents, load
     from .forget import read_marks, run_forget
 
     _positive(args, "show_num")
+    _at_most(args, "show_num", MAX_SHOW)
+    if math.isnan(args.threshold):
+        raise DCGANError("--threshold nan must be a number (inf drops no map, -inf every map)")
+    if args.max_maps is not None and args.max_maps < 0:
+        raise DCGANError(f"--max-maps {args.max_maps} must be >= 0 (0 drops no map; leave it out for no limit)")
+    check_output_file(args.out, "--out")
     device = _device(args.device)
     G, _, cfg = load(args.checkpoint, device)
     marks = read_marks(args.marks, cfg.data.image_size)

@@ -51,10 +51,29 @@ def latents(cfg: Config, *, seed: int = 0, num: int = 64, z_file: str | Path | N
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != cfg.model.nz:
             raise DCGANError(f"{str(p)!r} does not hold an (N, {cfg.model.nz}) z tensor for this "
                              "checkpoint; save it with `dcgan sample --save-z` from the same checkpoint")
-        return z.float().to(device)
+        z = z.float()
+        if not torch.isfinite(z).all():
+            raise DCGANError(f"--z {str(p)!r} holds NaN or infinite values; save the grid's z again with "
+                             "`dcgan sample --save-z FILE`")
+        return z.to(device)
     if num <= 0:
         raise DCGANError(f"--num {num} must be > 0")
     return noise(num, cfg.model.nz, cfg.model.z_dist, seed, device)
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """A one-line error, before anything is computed or written, when `path` cannot become a
+    file: it is a folder, or a file stands where one of its parent folders should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise DCGANError(f"{option} {str(path)!r} is a folder; pass a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DCGANError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder; "
+                                 "pass a path in a folder")
+            break
+    return path
 
 
 def parse_indices(text: str, n: int, what: str) -> list[int]:

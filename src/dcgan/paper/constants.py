@@ -13,9 +13,18 @@ METHOD_TITLES = {
 }
 FEATURE_MODES = ("full", "few")  # all labels / the SVHN protocol's few labels per class
 DEFAULT_CS = (1e-4, 1e-3, 1e-2)  # L2-SVM C values; larger C was never picked in trials and fits slowly
+MAX_DRAWS = 100  # few-label draws: the table reports mean +- std; each draw is one more SVM fit
+MAX_CENTROIDS = 10_000  # K-means baseline: 4K features per image (Coates & Ng used K = 1600)
 
 # §6.1 walks.
 WALK_MODES = ("linear", "spherical")
+MAX_WALK = 256  # rows and images per row of a walk figure (256 x 256 tiles is already a poster)
+
+# §6.2.2 forget: samples shown with and without the dropped maps, two figure rows per 8.
+MAX_SHOW = 1024
+
+# A count that is clipped to what exists must still fit the 64-bit integers of torch and numpy.
+INT_LIMIT = 2**63 - 1
 
 # §6.2.1 filters: real training images whose statistics replace D's BN running averages.
 BN_POOL = 5000

@@ -163,6 +163,9 @@ class KMeansFeatures:
         p, _ = self._patches(images)
         p = p.reshape(-1, p.shape[-1])
         p = p[torch.randperm(p.shape[0], generator=g)[: self.num_patches]].double()
+        if p.shape[0] < self.k:
+            raise DCGANError(f"--kmeans-centroids {self.k} exceeds the {p.shape[0]} training patches it "
+                             "clusters; lower it or raise --num-train")
         # ZCA whitening (eps 0.1 as in C&N).
         self.mean = p.mean(0)
         cov = torch.cov((p - self.mean).T)

@@ -24,6 +24,7 @@ same samples a negative. The logistic regression's positive weights above `thres
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +50,51 @@ class Marks:
     num: int | None = None
 
 
+def _whole(v: object) -> bool:
+    """A JSON integer (or a float with no fraction, e.g. 8.0); not a bool, NaN or a string."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+
+
 def boxes_to_mask(boxes: Sequence[Sequence[int]], size: int) -> torch.Tensor:
     """[[x0, y0, x1, y1], ...] (pixels, end exclusive) -> (size, size) bool."""
+    if not isinstance(boxes, (list, tuple)):
+        raise DCGANError(f"boxes {boxes!r} is not a list of [x0, y0, x1, y1]; give a list of boxes")
     m = torch.zeros(size, size, dtype=torch.bool)
     for b in boxes:
-        if len(b) != 4:
-            raise DCGANError(f"box {b} is not [x0, y0, x1, y1]; give four pixel coordinates")
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_whole(v) for v in b):
+            raise DCGANError(f"box {b} is not [x0, y0, x1, y1]; give four whole pixel coordinates")
         x0, y0, x1, y1 = (int(v) for v in b)
         if not (0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size):
             raise DCGANError(f"box {b} is outside the {size}x{size} image or empty; "
                              f"use 0 <= x0 < x1 <= {size} and 0 <= y0 < y1 <= {size}")
         m[y0:y1, x0:x1] = True
     return m
+
+
+def _sample_mask(it: object, image_size: int) -> tuple[int, torch.Tensor]:
+    """One entry of "samples" -> (its index, its (S, S) bool mask)."""
+    if not isinstance(it, dict) or "index" not in it or not ({"boxes", "mask"} & set(it)):
+        raise DCGANError(f"entry {it!r} needs \"index\" and \"boxes\" or \"mask\"")
+    index = it["index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise DCGANError(f"sample index {index!r} is not a whole number; give the sample's number on the grid")
+    m = torch.zeros(image_size, image_size, dtype=torch.bool)
+    if "boxes" in it:
+        m |= boxes_to_mask(it["boxes"], image_size)
+    if "mask" in it:
+        try:
+            arr = torch.as_tensor(it["mask"], dtype=torch.float32)
+        except (ValueError, TypeError, RuntimeError):
+            raise DCGANError(f"mask of sample {index} is not an ({image_size}, {image_size}) list of 0/1") from None
+        if arr.shape != (image_size, image_size):
+            raise DCGANError(f"mask of sample {index} is {tuple(arr.shape)}, not "
+                             f"({image_size}, {image_size}); give it at the model's resolution")
+        if not ((arr == 0) | (arr == 1)).all():
+            raise DCGANError(f"mask of sample {index} holds values other than 0 and 1")
+        m |= arr.bool()
+    return index, m
 
 
 def read_marks(path: str | Path, image_size: int) -> Marks:
@@ -70,26 +104,27 @@ def read_marks(path: str | Path, image_size: int) -> Marks:
         raise DCGANError(f"marks file {str(p)!r} not found; write a JSON file with boxes or masks "
                          "(see `dcgan paper forget --help`)")
     try:
-        spec = json.loads(p.read_text())
+        spec = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DCGANError(f"{str(p)!r} is not valid JSON ({e.msg} at line {e.lineno}); fix the file") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DCGANError(f"marks file {str(p)!r} is not a JSON text file ({e}); see "
+                         "`dcgan paper forget --help` for the format") from None
     items = spec.get("samples") if isinstance(spec, dict) else None
     if not isinstance(items, list):
         raise DCGANError(f"{str(p)!r} has no \"samples\" list; see `dcgan paper forget --help` for the format")
+    for key in ("seed", "num"):
+        v = spec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (key == "num" and v <= 0)):
+            raise DCGANError(f"marks file {str(p)!r}: \"{key}\" {v!r} must be a whole number"
+                             + (" > 0" if key == "num" else "") + " (or left out)")
     indices, masks = [], []
     for it in items:
-        if not isinstance(it, dict) or "index" not in it or not ({"boxes", "mask"} & set(it)):
-            raise DCGANError(f"entry {it!r} in {str(p)!r} needs \"index\" and \"boxes\" or \"mask\"")
-        m = torch.zeros(image_size, image_size, dtype=torch.bool)
-        if "boxes" in it:
-            m |= boxes_to_mask(it["boxes"], image_size)
-        if "mask" in it:
-            arr = torch.as_tensor(it["mask"])
-            if arr.shape != (image_size, image_size):
-                raise DCGANError(f"mask of sample {it['index']} is {tuple(arr.shape)}, not "
-                                 f"({image_size}, {image_size}); give it at the model's resolution")
-            m |= arr.bool()
-        indices.append(int(it["index"]))
+        try:
+            index, m = _sample_mask(it, image_size)
+        except DCGANError as e:
+            raise DCGANError(f"marks file {str(p)!r}: {e}") from None
+        indices.append(index)
         masks.append(m)
     if not indices:
         raise DCGANError(f"{str(p)!r} marks no samples; add entries to \"samples\"")

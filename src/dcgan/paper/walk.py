@@ -18,7 +18,7 @@ from ..errors import DCGANError
 from ..models import Generator
 from ..sampling import generate, noise, save_grid
 from .common import Outcome
-from .constants import WALK_MODES
+from .constants import MAX_WALK, WALK_MODES
 
 MODES = WALK_MODES
 
@@ -67,6 +67,14 @@ def walk(G: Generator, *, rows: int = 8, steps: int = 10, seed: int = 0, mode: s
     return generate(G, z)
 
 
+def check_walk(rows: int, steps: int) -> None:
+    """Refuse a walk grid the code cannot draw, before anything is loaded or generated."""
+    if not 1 <= rows <= MAX_WALK:
+        raise DCGANError(f"--rows {rows} must be in 1..{MAX_WALK}")
+    if not 2 <= steps <= MAX_WALK:
+        raise DCGANError(f"--steps {steps} must be in 2..{MAX_WALK} (the two endpoints and the images between)")
+
+
 def run_walk(G: Generator, z_dist: str, out: str | Path, *, rows: int = 8, steps: int = 10, seed: int = 0,
              modes: tuple[str, ...] = MODES, device: torch.device | str = "cpu") -> Outcome:
     """One grid per mode, all with the same endpoints: out/walk_<mode>.png, or `out` itself when
@@ -74,10 +82,7 @@ def run_walk(G: Generator, z_dist: str, out: str | Path, *, rows: int = 8, steps
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise DCGANError(f"walk mode(s) {bad or list(modes)}: use {', '.join(MODES)}")
-    if rows <= 0:
-        raise DCGANError(f"--rows {rows} must be > 0")
-    if steps < 2:
-        raise DCGANError(f"--steps {steps} must be >= 2 (the two endpoints)")
+    check_walk(rows, steps)
     out = Path(out)
     single = out.suffix.lower() == ".png"
     if single and len(modes) > 1:
