@@ -166,7 +166,6 @@ COMPANIONS: dict[tuple[str, str], list[str]] = {
 # Failures the suite found in code owned elsewhere, run as strict xfails until fixed: node id -> reason.
 # Each is listed, with its reproduction and the suggested fix, in docs/reliability.md.
 KNOWN_IDS: dict[str, str] = {
-    "test_bad_option_value[nn--num-show=18446744073709551616]": "a huge count is not refused up front (hangs, or fails without naming the option)",
 }
 
 
@@ -175,10 +174,6 @@ def _known(test: str, case_id: str) -> str | None:
 
 # Known failures too dangerous to run even as an xfail (they exhaust the machine).
 UNSAFE: dict[tuple[str, str, str], str] = {
-    ("train", "--nproc", OVER): "launch_local starts --nproc processes without an upper bound (OOM)",
-    ("eval", "--classifier-epochs", HUGE): "trains the classifier for 10**12 epochs (no upper bound)",
-    ("nn", "--classifier-epochs", HUGE): "trains the classifier for 10**12 epochs (no upper bound)",
-    ("classifier", "--epochs", HUGE): "trains the classifier for 10**12 epochs (no upper bound)",
     ("paper features", "--draws", HUGE): "runs 10**12 label draws (no upper bound)",
     ("paper features", "--per-class", HUGE): "no upper bound: runs on (hangs past the 60 s limit)",
 }

@@ -113,14 +113,14 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_d_loss = gan.d_loss
+    real_d_loss, real_g_loss = gan.LOSSES["bce"]
 
     def d_loss_goes_nan(r, f):
         calls["n"] += 1
         loss = real_d_loss(r, f)
         return loss * float("nan") if calls["n"] > 5 else loss
 
-    monkeypatch.setattr(gan, "d_loss", d_loss_goes_nan)
+    monkeypatch.setitem(gan.LOSSES, "bce", (d_loss_goes_nan, real_g_loss))
     with pytest.raises(TrainingDiverged, match="NaN/inf before step 6; the last good checkpoint is"):
         train(tiny_cfg(), run_dir=tmp_path / "r")
     ck = load_checkpoint(tmp_path / "r")

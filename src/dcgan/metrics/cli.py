@@ -195,6 +195,8 @@ def cmd_nn(args: argparse.Namespace) -> int:
 
     _check_epochs(args.classifier_epochs, "--classifier-epochs")
     _check_not_empty(args.heldout_split, "--heldout-split", "test")
+    if not 1 <= args.num_show <= 64:
+        raise DCGANError(f"--num-show {args.num_show} must be in 1..64 (rows of the figure)")
     result = memorisation_report(args.checkpoint, args.out, num=args.num, num_show=args.num_show, seed=args.seed,
                                  heldout_split=args.heldout_split, classifier_epochs=args.classifier_epochs,
                                  data_overrides=_data_overrides(args), device=args.device)
