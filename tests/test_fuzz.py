@@ -174,8 +174,6 @@ def _known(test: str, case_id: str) -> str | None:
 
 # Known failures too dangerous to run even as an xfail (they exhaust the machine).
 UNSAFE: dict[tuple[str, str, str], str] = {
-    ("paper features", "--draws", HUGE): "runs 10**12 label draws (no upper bound)",
-    ("paper features", "--per-class", HUGE): "no upper bound: runs on (hangs past the 60 s limit)",
 }
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import DCGANError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
@@ -63,3 +65,18 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     """A matplotlib figure as PNG, atomically (the format is given, the temp name has no suffix)."""
     kwargs.setdefault("format", "png")
     return atomic_write(path, lambda f: fig.savefig(f, **kwargs))
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """A one-line error, before anything is computed or written, when `path` cannot become a
+    file: it is a folder, or a file stands where one of its parent folders should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise DCGANError(f"{option} {str(path)!r} is a folder; pass a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DCGANError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder; "
+                                 "pass a path in a folder")
+            break
+    return path

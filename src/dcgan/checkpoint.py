@@ -16,7 +16,12 @@ import torch
 from .atomic import torch_save
 from .config import Config, from_dict
 from .errors import CheckpointError, DCGANError
-from .models import Discriminator, Generator, build_models
+from .models import (
+    Discriminator,
+    Generator,
+    build_models,
+    load_state,  # noqa: F401 (re-exported: the loaders' one-line errors)
+)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -83,23 +88,6 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
     if missing:
         raise CheckpointError(f"{str(path)!r} holds no training state (keys missing: {', '.join(missing)}); "
                               "it can be sampled but not resumed")
-
-
-def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where: str | Path) -> None:
-    """load_state_dict with a one-line error when the architecture differs or the entry is not
-    a state dict at all."""
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{what} in {str(where)!r} is a {type(state).__name__}, not a state dict of "
-                              "weights; pass a checkpoint written by `dcgan train`")
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
-        lines = str(e).splitlines()
-        first = lines[1].strip() if len(lines) > 1 else str(e)
-        raise CheckpointError(
-            f"{what} in {str(where)!r} has another architecture than the config ({first[:120]}); "
-            "use the model.* and data.image_size/channels settings it was trained with"
-        ) from None
 
 
 def check_finite(module: torch.nn.Module, what: str, where: str | Path) -> None:

@@ -94,20 +94,8 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-def _check_writable_file(path: Path, option: str) -> None:
-    """A one-line error, before anything is generated, when `path` cannot become a file: it is a
-    folder, or a file stands where one of its parent folders should be."""
-    if path.is_dir():
-        raise DCGANError(f"{option} {str(path)!r} is a folder; pass a file path")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DCGANError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder; "
-                                 "pass a path in a folder")
-            break
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .atomic import check_output_file
     from .checkpoint import load_models
     from .devices import pick_device
     from .sampling import generate, noise, save_folder, save_grid, save_numbered_grid
@@ -117,7 +105,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise DCGANError(f"--batch-size {args.batch_size} must be > 0")
     if args.save_z:  # checked before --out is written, so a failed command writes nothing
-        _check_writable_file(Path(args.save_z), "--save-z")
+        check_output_file(args.save_z, "--save-z")
     device = pick_device(args.device)
     G, _, cfg, _ = load_models(args.checkpoint, device, ema=not args.no_ema)
     z = noise(args.num, cfg.model.nz, cfg.model.z_dist, args.seed, device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -243,6 +244,23 @@ class Discriminator(nn.Module, _Pretrained):
             x = stage(x)
             out.append(x)
         return out
+
+
+def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where: str | Path) -> None:
+    """load_state_dict with a one-line error when the architecture differs or the entry is not
+    a state dict at all."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} in {str(where)!r} is a {type(state).__name__}, not a state dict of "
+                              "weights; pass a checkpoint written by `dcgan train`")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
+        raise CheckpointError(
+            f"{what} in {str(where)!r} has another architecture than the config ({first[:120]}); "
+            "use the model.* and data.image_size/channels settings it was trained with"
+        ) from None
 
 
 def build_models(cfg: ModelConfig, image_size: int, channels: int) -> tuple[Generator, Discriminator]:

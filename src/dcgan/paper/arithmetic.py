@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import save_figure
+from ..atomic import check_output_file, save_figure
 from ..data import to_uint8
 from ..errors import DCGANError
 from ..models import Generator
 from ..sampling import generate
-from .common import Outcome, check_output_file, tile_grid
+from .common import Outcome, tile_grid
 from .constants import DEFAULT_STRENGTHS
 
 

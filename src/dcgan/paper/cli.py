@@ -361,8 +361,9 @@ def _forget(psub) -> None:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
+    from ..atomic import check_output_file
     from ..sampling import noise
-    from .common import check_output_file, latents, load
+    from .common import latents, load
     from .forget import read_marks, run_forget
 
     _positive(args, "show_num")

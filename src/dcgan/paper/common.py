@@ -61,21 +61,6 @@ def latents(cfg: Config, *, seed: int = 0, num: int = 64, z_file: str | Path | N
     return noise(num, cfg.model.nz, cfg.model.z_dist, seed, device)
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
-    """A one-line error, before anything is computed or written, when `path` cannot become a
-    file: it is a folder, or a file stands where one of its parent folders should be."""
-    path = Path(path)
-    if path.is_dir():
-        raise DCGANError(f"{option} {str(path)!r} is a folder; pass a file path")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DCGANError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a folder; "
-                                 "pass a path in a folder")
-            break
-    return path
-
-
 def parse_indices(text: str, n: int, what: str) -> list[int]:
     """'3,17,42' -> [3, 17, 42], each checked against the n samples of the grid."""
     try:

@@ -107,8 +107,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..checkpoint import load_state
-    from ..models import build_models
+    from ..models import build_models, load_state
 
     folder = Path(path).expanduser()
     cfg = cfg or export_config(folder)
