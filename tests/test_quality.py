@@ -32,8 +32,9 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
-def test_short_training_moves_samples_towards_the_data(tiny_cfg, tmp_path):
-    cfg = tiny_cfg(data={"image_size": 32, "subset": 8192},
+def test_short_training_moves_samples_towards_the_data(real_tiny_cfg, tmp_path):
+    """Real Fashion-MNIST (skips with the reason without Debian's package)."""
+    cfg = real_tiny_cfg(data={"image_size": 32, "subset": 8192},
                    model={"ngf": 32, "ndf": 32},
                    train={"batch_size": 64, "max_steps": 300, "log_every": 50, "sample_every": 300,
                           "checkpoint_every": 0})

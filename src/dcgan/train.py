@@ -472,10 +472,11 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                     scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(state.G_eval, s))
                     if scores is not None:
                         _record_eval(cfg, state, scores, run_dir, meta, metrics)
-                if main and tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
-                    log_window()
-                    save_periodic(state, cfg, meta, run_dir)
-                    save_last(state, cfg, meta, run_dir)
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
+                    log_window()  # every rank: the window's mean is a collective
+                    if main:
+                        save_periodic(state, cfg, meta, run_dir)
+                        save_last(state, cfg, meta, run_dir)
                 if stopping:
                     status = "interrupted"
                     break
