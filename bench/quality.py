@@ -35,6 +35,7 @@ VARIANTS: dict[str, list[str]] = {
     "lsgan": ["train.loss=lsgan"],
     "spectral": ["model.d_norm=spectral"],
     "augment": ["train.augment=color,translation,cutout"],
+    "ema+hinge": ["train.ema=0.999", "train.loss=hinge"],
 }
 PRESET = "configs/fashion_mnist_stable.yaml"
 REGIMES = {"full": 0, "2k": 2000}  # data.subset: all 60,000 training images, or the first 2,000
@@ -208,7 +209,7 @@ def table(results: list[dict], costs: dict[str, float], regime: str) -> list[str
         reach = [first_step_reaching(r["evals"], paper_best) for r in rs]
         reach_s = ", ".join("never" if s is None else str(s) for s in reach)
         t = [s * costs[v] for s in reach if s is not None]
-        t_s = f"{statistics.mean(t) / 60:.1f} min ({paper_t * costs['paper'] / statistics.mean(t):.1f}x faster)" \
+        t_s = f"{statistics.mean(t) / 60:.1f} min ({paper_t * costs['paper'] / statistics.mean(t):.2f}x the paper's speed)" \
             if t and len(t) == len(reach) else "not reached"
         spread = statistics.mean(spread_last_third(r["evals"]) for r in rs)
         lines.append(f"| {v} | {len(rs)} | {mean_best:.2f}{sd} | {mean_best / paper_best:.2f} | "
