@@ -102,8 +102,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.num <= 0:
         raise DCGANError(f"--num {args.num} must be > 0")
-    if args.batch_size <= 0:
-        raise DCGANError(f"--batch-size {args.batch_size} must be > 0")
+    if not 1 <= args.batch_size <= 65536:
+        raise DCGANError(f"--batch-size {args.batch_size} must be in 1..65536 (images per forward pass)")
     if args.save_z:  # checked before --out is written, so a failed command writes nothing
         check_output_file(args.save_z, "--save-z")
     device = pick_device(args.device)
