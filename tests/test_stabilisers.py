@@ -141,11 +141,10 @@ def test_the_stable_preset_is_the_demo_config_plus_its_stabilisers():
     from pathlib import Path
 
     from dcgan.config import load_config
-    from dcgan.runs import _flat
 
     configs = Path(__file__).resolve().parents[1] / "configs"
-    paper = _flat(load_config(configs / "fashion_mnist.yaml").to_dict())
-    stable = _flat(load_config(configs / "fashion_mnist_stable.yaml").to_dict())
+    paper = load_config(configs / "fashion_mnist.yaml").flat()
+    stable = load_config(configs / "fashion_mnist_stable.yaml").flat()
     changed = {k: stable[k] for k in stable if stable[k] != paper[k]}
     assert changed == {"name": "fashion_mnist_stable", "train.ema": 0.999}
     assert paper["train.loss"] == "bce" and paper["train.ema"] == 0 and paper["train.augment"] == []  # demo: the paper

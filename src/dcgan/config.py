@@ -105,6 +105,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """{"train.lr_d": 0.0002, ...}: every key with its dotted name."""
+        return _flatten(self.to_dict())
+
 
 # --- validation -------------------------------------------------------------------------------
 
@@ -194,17 +198,18 @@ def _check_strings(cfg: Config) -> None:
     if not name or name.startswith(".") or len(name) > 100 or not set(name) <= _NAME_CHARS:
         raise ConfigError(f"name={name[:40]!r} cannot name a run directory; use 1-100 letters, digits, "
                           "'.', '_', '-' or '+', not starting with '.'")
-    for key, value in _flatten(cfg.to_dict()).items():
+    flat = cfg.flat()
+    for key, value in flat.items():
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str) and "\x00" in text:
                 raise ConfigError(f"{key} holds a NUL character; remove it")
     for key in ("data.split", "eval.split"):
-        if not _flatten(cfg.to_dict())[key]:
+        if not flat[key]:
             raise ConfigError(f"{key} is empty; name a split, e.g. train or test")
 
 
 def _validate(cfg: Config) -> None:
-    flat = _flatten(cfg.to_dict())
+    flat = cfg.flat()
     for key, allowed in _CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(
@@ -406,7 +411,7 @@ def _describe_keys() -> tuple[tuple[str, Any, str], ...]:  # reading the source 
     import re
 
     rows = []
-    defaults = _flatten(Config().to_dict())
+    defaults = Config().flat()
     for section, cls in (("", Config), ("data.", DataConfig), ("model.", ModelConfig),
                          ("train.", TrainConfig), ("eval.", EvalConfig)):
         for line in inspect.getsource(cls).splitlines():

@@ -81,19 +81,9 @@ class RunPlan:
     created: bool = False  # this process made run_dir (a failed start removes it again)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def resume_changes(saved: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """The config values a resume changes; refuses a change that would make it another run."""
-    old, cur = _flat(saved.to_dict()), _flat(new.to_dict())
+    old, cur = saved.flat(), new.flat()
     changed = {k: (old[k], cur[k]) for k in cur if old.get(k) != cur[k]}
     refused = [k for k in changed if not k.startswith(RESUME_MAY_CHANGE)]
     if refused:

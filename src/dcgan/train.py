@@ -31,14 +31,14 @@ from . import __version__
 from . import distributed as dist_utils
 from .augment import diff_augment
 from .checkpoint import load_state, save_checkpoint
-from .config import Config, save_config
+from .config import Config, from_dict, save_config
 from .data import Batches, to_model_range
 from .devices import pick_device
 from .ema import ema_copy, ema_decay, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
-from .runs import MetricsLog, RunLock, RunPlan, plan_run, plot_curves, plot_scores
+from .runs import MetricsLog, RunLock, RunPlan, best_point, plan_run, plot_curves, plot_scores
 from .sampling import generate, noise, save_grid
 
 log = logging.getLogger(__name__)
@@ -263,8 +263,6 @@ def _rescale_position(ck: dict[str, Any], saved_world: int, images_per_batch: in
     """The batch index, in a run with `images_per_batch` images per step over all ranks, that
     continues a checkpoint written by `saved_world` ranks (ranks shard each epoch's permutation
     round-robin, so after k batches on every rank the first k*B*world images are used)."""
-    from .config import from_dict
-
     meta = ck.get("meta", {})
     per_rank = meta.get("per_rank_batch")
     if per_rank is None:
@@ -499,8 +497,6 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
 def _record_eval(cfg: Config, state: TrainState, scores: dict[str, Any], run_dir: Path,
                  meta: dict[str, Any], metrics: MetricsLog) -> None:
     """Log an evaluation, redraw scores.png, and keep best.pt when the score improved."""
-    from .runs import best_point
-
     metrics.write({"kind": "eval", "step": state.step, **scores})
     plot_scores(run_dir / "metrics.jsonl", run_dir / "scores.png", cfg.eval.best)
     key = cfg.eval.best
