@@ -74,12 +74,15 @@ def test_bad_stabiliser_values_are_one_line_errors():
             from_dict({section: values})
 
 
-def test_training_with_each_option_runs(tiny_cfg, tmp_path):
+def test_training_with_each_option_runs_and_changes_the_training(tiny_cfg, tmp_path):
+    plain = load_checkpoint(train(tiny_cfg(train={"max_steps": 4}), run_dir=tmp_path / "plain").run_dir)
     for i, (train_opts, model_opts) in enumerate([
         ({"loss": "hinge"}, {}), ({"loss": "lsgan"}, {}), ({"augment": ["color", "translation", "cutout"]}, {}),
     ]):
         result = train(tiny_cfg(train={"max_steps": 4, **train_opts}, model=model_opts), run_dir=tmp_path / f"r{i}")
         assert result.step == 4 and (result.run_dir / "checkpoints" / "last.pt").is_file()
+        ck = load_checkpoint(result.run_dir)  # same seed, same data: only the option differs
+        assert any(not torch.equal(ck["D"][k], plain["D"][k]) for k in plain["D"]), train_opts
 
 
 def test_resume_is_exact_with_ema_and_augmentation(tiny_cfg, tmp_path):
