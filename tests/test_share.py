@@ -221,7 +221,7 @@ def client(exported):
     from dcgan.share.serve import create_app, load_explorer
 
     explorer = load_explorer(str(exported), "cpu")
-    with TestClient(create_app(explorer)) as c:
+    with TestClient(create_app(explorer), base_url="http://127.0.0.1:8000") as c:
         c.explorer = explorer
         yield c
 
@@ -294,7 +294,10 @@ def test_api_interpolate_arithmetic_walk(client):
     ("/api/interpolate?n=4&a=0&b=1&mode=cubic", 422, "mode"),
     ("/api/arithmetic?n=4&a=0;1&b=2&c=3", 422, "a: must be 1 to 8 sample numbers"),
     ("/api/arithmetic?n=4&a=0,1,2,3,0,1,2,3,0&b=2&c=3", 422, "a: must be 1 to 8"),
-    ("/api/arithmetic?n=4&a=0&a=1&b=2&c=3", 422, "a: give the sample numbers once"),
+    ("/api/arithmetic?n=4&a=0&a=1&b=2&c=3", 422, "a: given more than once"),
+    ("/api/sample?n=4&n=5", 422, "n: given more than once"),
+    ("/api/image?n=4&index=1&%69ndex=2", 422, "index: given more than once"),
+    ("/api/sample?seed=1&format=json&format=png", 422, "format: given more than once"),
     ("/api/walk?n=4&a=0&b=1&base=2&strength=nan", 422, "strength"),
     ("/api/walk?n=4&a=0&b=1&base=2&strength=9", 422, "strength"),
     ("/api/info?verbose=1", 422, "takes no query fields"),

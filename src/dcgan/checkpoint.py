@@ -20,7 +20,9 @@ from .models import (
     Discriminator,
     Generator,
     build_models,
+    check_finite,  # noqa: F401 (re-exported)
     load_state,  # noqa: F401 (re-exported: the loaders' one-line errors)
+    load_weights,
 )
 
 
@@ -90,15 +92,6 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
                               "it can be sampled but not resumed")
 
 
-def check_finite(module: torch.nn.Module, what: str, where: str | Path) -> None:
-    """A one-line error when a loaded network holds NaN or infinite weights (a diverged run)."""
-    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise CheckpointError(f"{what} in {str(where)!r} has non-finite (NaN/inf) weights ({bad[0]}"
-                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged before "
-                              "this save: use an earlier checkpoint (checkpoints/step-N.pt or best.pt)")
-
-
 def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None,
                 *, ema: bool = True) -> tuple[Generator, Discriminator | None, Config, dict[str, Any]]:
     """Rebuild G and D from a checkpoint (with its own config unless one is given).
@@ -109,19 +102,18 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     `path` may also be a folder written by `dcgan export`: G, and D when it was exported with
     --with-discriminator (else None; see `require_discriminator`); the dict then holds the
     run's facts (`step`, `epoch`, `config`, `best`, `meta`) instead of the training state.
+    Either way the weights go through `models.load_weights` (strict, finite).
     """
     from .share.hub import is_export, load_export
 
     if is_export(path):
-        return load_export(path, device, cfg)
+        return load_export(path, device, cfg, ema=ema)
     ckpt = load_checkpoint(path)
     cfg = cfg or checkpoint_config(ckpt)
     G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
     use_ema = ema and "G_ema" in ckpt
-    load_state(G, ckpt["G_ema"] if use_ema else ckpt["G"], "G_ema" if use_ema else "G", path)
-    load_state(D, ckpt["D"], "D", path)
-    check_finite(G, "G_ema" if use_ema else "G", path)
-    check_finite(D, "D", path)
+    load_weights(G, ckpt["G_ema"] if use_ema else ckpt["G"], "G_ema" if use_ema else "G", path)
+    load_weights(D, ckpt["D"], "D", path)
     return G.to(device), D.to(device), cfg, ckpt
 
 

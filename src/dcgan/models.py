@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,7 @@ from torch import nn
 
 from .config import IMAGE_SIZES, ModelConfig
 from .errors import CheckpointError, ConfigError
-
-WEIGHTS_FILE = "model.safetensors"  # the Hub's file name for safetensors weights
-D_PREFIX = "discriminator."  # D's tensors in an export's model.safetensors (G's have no prefix)
+from .share.folder import D_PREFIX, WEIGHTS_FILE  # noqa: F401 (the export's file names, re-exported)
 
 
 def _num_stages(image_size: int) -> int:
@@ -70,55 +67,48 @@ class _Pretrained(PyTorchModelHubMixin, library_name="dcgan", license="mit",
                   paper_url="https://arxiv.org/abs/1511.06434", tags=["dcgan", "gan"]):
     """`from_pretrained` for G and D: config.json -> the constructor, model.safetensors -> weights.
 
-    Unlike the mixin's default this loads strictly (a file of another architecture is an error,
-    not a half-loaded net), prints nothing, and reads G and D from one file: G's tensors under
-    their own names, D's under `discriminator.` (present when exported with --with-discriminator).
+    Unlike the mixin's default this checks the folder before building anything
+    (`share.folder.open_export`: config.json through the project's config validation, an
+    incomplete export refused), checks the weights' names and shapes from the safetensors header
+    before allocating them, loads strictly, refuses non-finite weights (`load_weights`, as for
+    checkpoints), prints nothing, and reads G and D from one file: G's tensors under their own
+    names, D's under `discriminator.` (present when exported with --with-discriminator).
     """
 
     _weights_prefix = ""
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any,
-                         force_download: bool, local_files_only: bool, token: Any,
-                         map_location: str = "cpu", strict: bool = True, **model_kwargs: Any) -> Any:
-        from safetensors.torch import load_file
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+                        token: Any = None, cache_dir: Any = None, local_files_only: bool = False,
+                        revision: str | None = None, map_location: str | torch.device = "cpu") -> Any:
+        from .share.folder import CONFIG_FILE, open_export
 
-        cfg = model_kwargs.pop("cfg", None)
-        if cfg is None:
-            raise CheckpointError(f"{model_id!r} has no config.json with the model settings; "
-                                  "pass a folder written by `dcgan export`")
-        if isinstance(cfg, dict):  # the mixin cannot decode a string annotation into the dataclass
-            names = {f.name for f in fields(ModelConfig)}
-            cfg = ModelConfig(**{k: v for k, v in cfg.items() if k in names})
-        model = cls(cfg, **model_kwargs)
-        if os.path.isdir(model_id):
-            path = os.path.join(model_id, WEIGHTS_FILE)
-        else:
+        model_id = str(pretrained_model_name_or_path)
+        complete = os.path.isdir(model_id)
+        if not complete:  # a Hub repository: its config.json and weights, into the local cache
             from huggingface_hub import hf_hub_download
 
-            path = hf_hub_download(repo_id=model_id, filename=WEIGHTS_FILE, revision=revision,
-                                   cache_dir=cache_dir, force_download=force_download, token=token,
-                                   local_files_only=local_files_only)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"{model_id!r} has no {WEIGHTS_FILE}; pass a folder written by `dcgan export`")
-        state = select_weights(load_file(path), cls._weights_prefix, model_id)
-        try:
-            model.load_state_dict(state, strict=strict)
-        except RuntimeError as e:
-            raise CheckpointError(f"{WEIGHTS_FILE} in {model_id!r} does not fit its config.json "
-                                  f"({str(e).splitlines()[-1].strip()[:120]}); re-export it with `dcgan export`") from None
-        return model.to(map_location).eval()
+            paths = [hf_hub_download(repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
+                                     force_download=force_download, token=token, local_files_only=local_files_only)
+                     for name in (CONFIG_FILE, WEIGHTS_FILE)]
+            model_id = os.path.dirname(paths[0])
+        return from_export(cls, open_export(model_id, complete=complete), map_location)
 
 
-def select_weights(state: dict[str, torch.Tensor], prefix: str, where: str) -> dict[str, torch.Tensor]:
-    """G's tensors (no prefix) or D's (`discriminator.`, stripped) from an export's weights."""
-    if prefix:
-        out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not out:
-            raise CheckpointError(f"{where!r} holds no discriminator; export it with "
-                                  "`dcgan export --with-discriminator` or use the run's checkpoint")
-        return out
-    return {k: v for k, v in state.items() if not k.startswith(D_PREFIX)}
+def from_export(cls: type, ex: Any, device: str | torch.device = "cpu") -> Any:
+    """`cls` (Generator or Discriminator) of a checked export folder (`share.folder.Export`), in
+    eval mode: names and shapes checked against a weightless (meta) build first, then built,
+    loaded strictly and checked finite."""
+    size, channels = ex.cfg.data.image_size, ex.cfg.data.channels
+    if channels not in (1, 3):
+        raise ConfigError(f"data.channels={channels} is not supported; use 1 or 3")
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in cls(ex.cfg.model, size, channels).state_dict().items()}
+    what = "D" if cls._weights_prefix else "G"
+    state = ex.read_weights(cls._weights_prefix, shapes, what)
+    net = cls(ex.cfg.model, size, channels)
+    load_weights(net, state, what, ex.path / WEIGHTS_FILE)
+    return net.to(device).eval()
 
 
 class Generator(nn.Module, _Pretrained):
@@ -261,6 +251,22 @@ def load_state(module: torch.nn.Module, state: dict[str, Any], what: str, where:
             f"{what} in {str(where)!r} has another architecture than the config ({first[:120]}); "
             "use the model.* and data.image_size/channels settings it was trained with"
         ) from None
+
+
+def check_finite(module: torch.nn.Module, what: str, where: str | Path) -> None:
+    """A one-line error when a loaded network holds NaN or infinite weights (a diverged run)."""
+    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{what} in {str(where)!r} has non-finite (NaN/inf) weights ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged before "
+                              "this save: use (or export) an earlier checkpoint (checkpoints/step-N.pt or best.pt)")
+
+
+def load_weights(module: torch.nn.Module, state: Any, what: str, where: str | Path) -> None:
+    """The one way a network is filled for use (checkpoints and exports alike): `load_state`
+    (strict, one-line errors), then `check_finite`."""
+    load_state(module, state, what, where)
+    check_finite(module, what, where)
 
 
 def build_models(cfg: ModelConfig, image_size: int, channels: int) -> tuple[Generator, Discriminator]:

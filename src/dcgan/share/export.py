@@ -9,7 +9,12 @@ batch size).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import glob
 import io
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +29,10 @@ from ..checkpoint import load_models, resolve_checkpoint
 from ..config import Config
 from ..errors import DCGANError
 from ..metrics import registry
-from ..models import WEIGHTS_FILE, Generator
+from ..models import WEIGHTS_FILE, Discriminator, Generator
 from ..sampling import generate, noise, save_grid
 from . import hub
+from .folder import clean_facts
 
 CARD_SAMPLES, CARD_SEED = 64, 0  # the model card's grid: `dcgan sample --num 64 --seed 0`
 PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test_accuracy")
@@ -38,29 +44,33 @@ PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test
 def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str, Any]:
     """What the model card and the explorer say about a model: data, length, config, scores.
 
-    From an export, its training.json; from a checkpoint, the checkpoint and its run's
-    metrics.jsonl (every evaluation record, the latest per step).
+    From an export, its training.json (checked when the export was loaded: `ckpt` holds it);
+    from a checkpoint, the checkpoint and its run's metrics.jsonl (every evaluation record, the
+    latest per step). Either way in one shape (`folder.clean_facts`) and with the evaluations
+    at or before the weights' step only.
     """
     from ..runs import METRICS_FILE, read_metrics
 
-    if hub.is_export(source):
-        facts = hub.read_facts(source)
+    if "export" in ckpt:
+        facts = {k: v for k, v in ckpt.items() if k != "export"}
         facts.setdefault("config", cfg.to_dict())
         return facts
     path = resolve_checkpoint(source)
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-    meta = dict(ckpt.get("meta") or {})
-    step = int(ckpt.get("step", 0))
-    per_rank = int(meta.get("per_rank_batch", cfg.train.batch_size))
-    evals = read_metrics(run_dir / METRICS_FILE, "eval") if run_dir else []
-    return {
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+    step = ckpt.get("step", 0)
+    per_rank, world = meta.get("per_rank_batch", cfg.train.batch_size), meta.get("world", 1)
+    metrics = run_dir / METRICS_FILE if run_dir else path
+    evals = read_metrics(metrics, "eval") if run_dir else []
+    raw = {
         "source": f"{run_dir.name}/checkpoints/{path.name}" if run_dir else path.name,
-        "step": step, "epoch": int(ckpt.get("epoch", 0)),
-        "images_shown": step * per_rank * int(meta.get("world", 1)),
+        "step": step, "epoch": ckpt.get("epoch", 0),
+        "images_shown": step * per_rank * world if all(isinstance(v, int) for v in (step, per_rank, world)) else None,
         "config": cfg.to_dict(), "best": ckpt.get("best"),
         "evals": [{k: v for k, v in r.items() if k != "kind"} for r in evals],
-        "meta": meta,
+        "meta": meta, "generator": "ema" if "G_ema" in ckpt else "raw",
     }
+    return clean_facts(raw, metrics, strict=False)
 
 
 # --- the model card ----------------------------------------------------------------------------
@@ -142,7 +152,7 @@ trained with the `dcgan` package: z, {model.get('nz')} numbers drawn {model.get(
 {facts.get('step', '?')} steps ({shown} images shown),
 batch {train.get('batch_size')}, Adam (lr G {train.get('lr_g')}, lr D {train.get('lr_d')}, beta1 {train.get('beta1')}),
 seed {train.get('seed')}, {train.get('precision')}; exported from `{facts.get('source', '?')}`
-(dcgan {facts.get('meta', {}).get('version', '?')}, torch {facts.get('meta', {}).get('torch', '?')}).
+(dcgan {(facts.get('meta') or {}).get('version', '?')}, torch {(facts.get('meta') or {}).get('torch', '?')}).
 The full training config (`dcgan train --config` takes it as it is):
 
 ```yaml
@@ -205,15 +215,125 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 
 
 # --- export ------------------------------------------------------------------------------------
+#
+# The folder is written whole or not at all: every file goes into a temporary sibling
+# (`.NAME.dcgan-partial-PID`), config.json last, and the sibling is then renamed into place
+# (swapped with an earlier export atomically where the kernel can: renameat2 RENAME_EXCHANGE).
+# A kill at any point leaves the earlier export or none at --out, plus a hidden sibling that
+# the next export to the same folder removes. --out is written only when it is absent, empty
+# or an earlier export (config.json's marker, and no file an export does not write).
+
+PARTIAL, OLD = ".dcgan-partial-", ".dcgan-old-"
 
 
 def _check_out(out: Path, source: str | Path) -> None:
+    """A one-line error, before anything is written, unless --out is ours to write."""
     if out.exists() and not out.is_dir():
         raise DCGANError(f"--out {str(out)!r} is a file; pass a folder for the export")
-    if out.is_dir() and any(out.iterdir()) and not hub.is_export(out):
-        raise DCGANError(f"--out {str(out)!r} is not empty and not an earlier export; pass a new or empty folder")
     if out.resolve() == Path(source).expanduser().resolve():
         raise DCGANError(f"--out {str(out)!r} is the model being exported; pass another folder")
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    if not names:
+        return
+    if not hub.marked(out):
+        marker = "its config.json has no dcgan-export marker" if (out / hub.CONFIG_FILE).exists() else "no config.json"
+        raise DCGANError(f"--out {str(out)!r} is not empty and not an earlier export ({', '.join(names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''}: {marker}), so nothing was written to it; "
+                         "pass a new or empty folder")
+    foreign = [n for n in names if n not in hub.EXPORT_FILES]
+    if foreign or any(not (out / n).is_file() or (out / n).is_symlink() for n in names):
+        what = foreign or [n for n in names if not (out / n).is_file() or (out / n).is_symlink()]
+        raise DCGANError(f"--out {str(out)!r} is an earlier export that also holds {', '.join(what[:3])}, which "
+                         "re-exporting would delete; move it out of the folder or pass a new or empty folder")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _clean_leftovers(out: Path) -> None:
+    """Remove the temporary siblings that killed exports to `out` left (their process is gone)."""
+    for tag in (PARTIAL, OLD):
+        for p in out.parent.glob(f".{glob.escape(out.name)}{tag}*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if p.is_dir() and not p.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+                _discard(p)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder of ours: the files an export writes, then the folder if that empties it."""
+    for name in hub.EXPORT_FILES:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (folder / name).unlink()
+    for tmp in folder.glob(".*.tmp*"):  # atomic_write's temp files of a killed export
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder to --out: over an absent or empty folder directly, with an
+    earlier export by an atomic swap (else two renames), then discard the earlier one."""
+    if out.is_dir() and any(out.iterdir()):
+        old = out.parent / f".{out.name}{OLD}{os.getpid()}"
+        if _exchange(tmp, out):
+            old = tmp
+        else:
+            os.rename(out, old)
+            os.rename(tmp, out)
+        _discard(old)
+    else:
+        os.rename(tmp, out)  # replaces an empty folder
+    with contextlib.suppress(OSError):  # the rename itself on disk
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write(folder: Path, G: Generator, D: Discriminator | None, cfg: Config, facts: dict[str, Any],
+           formats: tuple[str, ...]) -> None:
+    hub.write_weights(folder, G, D, facts)
+    files = {WEIGHTS_FILE: "G's weights" + (" and D's (under `discriminator.`)" if D is not None else ""),
+             hub.CONFIG_FILE: "the architecture: G's constructor arguments",
+             hub.TRAINING_FILE: "the run's facts: training config, step, evaluation records, versions",
+             hub.SAMPLES_FILE: f"{CARD_SAMPLES} samples, noise seed {CARD_SEED}", hub.CARD_FILE: "this model card"}
+    for name in ("safetensors", *formats):
+        fmt = FORMATS[name]
+        if fmt.write is not None:
+            fmt.write(folder, G, cfg)
+        files.update(fmt.files)
+    # The card's sample grid: exactly what `dcgan sample --num 64 --seed 0` writes.
+    z = noise(CARD_SAMPLES, cfg.model.nz, cfg.model.z_dist, CARD_SEED)
+    save_grid(generate(G, z), folder / hub.SAMPLES_FILE)
+    write_text(folder / hub.CARD_FILE, model_card(facts, files))
+    hub.write_config(folder, cfg, with_discriminator=D is not None, generator=facts.get("generator", "raw"))
 
 
 def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator: bool = False,
@@ -223,33 +343,26 @@ def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator:
     if unknown:
         raise DCGANError(f"--format {','.join(unknown)} is not supported; use {', '.join(FORMATS)}")
     out = Path(out).expanduser()
+    if out.is_symlink():  # write where it points (renaming over the link would replace the link)
+        out = out.resolve()
     _check_out(out, checkpoint)
     G, D, cfg, ckpt = load_models(checkpoint, "cpu")
     if with_discriminator and D is None:
         raise DCGANError(f"{str(checkpoint)!r} was exported without the discriminator; "
                          "--with-discriminator needs the run's checkpoint")
     facts = run_facts(checkpoint, cfg, ckpt)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # Weights, architecture and the run's facts; then the extra formats.
-    hub.write_model(out, G, D if with_discriminator else None, cfg, facts)
-    files = {WEIGHTS_FILE: "G's weights" + (" and D's (under `discriminator.`)" if with_discriminator else ""),
-             hub.CONFIG_FILE: "the architecture: G's constructor arguments",
-             hub.TRAINING_FILE: "the run's facts: training config, step, evaluation records, versions",
-             hub.SAMPLES_FILE: f"{CARD_SAMPLES} samples, noise seed {CARD_SEED}", hub.CARD_FILE: "this model card"}
-    for name in ("safetensors", *formats):
-        fmt = FORMATS[name]
-        if fmt.write is not None:
-            fmt.write(out, G, cfg)
-        files.update(fmt.files)
-    stale = out / hub.ONNX_FILE
-    if "onnx" not in formats and stale.exists():  # from an earlier export of this folder
-        stale.unlink()
-
-    # The card's sample grid: exactly what `dcgan sample --num 64 --seed 0` writes.
-    z = noise(CARD_SAMPLES, cfg.model.nz, cfg.model.z_dist, CARD_SEED)
-    save_grid(generate(G, z), out / hub.SAMPLES_FILE)
-    write_text(out / hub.CARD_FILE, model_card(facts, files))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(out)
+    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    _discard(tmp)
+    tmp.mkdir()
+    try:
+        _write(tmp, G, D if with_discriminator else None, cfg, facts, formats)
+        _check_out(out, checkpoint)  # still ours (nothing was added to it meanwhile)
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            _discard(tmp)
     return out
 
 
@@ -257,4 +370,3 @@ def describe(out: Path) -> str:
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     size = sum((out / f).stat().st_size for f in files)
     return f"exported to {out}/ ({', '.join(files)}; {size / 1e6:.1f} MB)"
-

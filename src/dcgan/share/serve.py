@@ -7,23 +7,32 @@ slider (Fig. 8). Every image can be downloaded with its z.
 
 Samples are named, never sent: sample i of a grid is row i of `noise(n, nz, z_dist, seed)`,
 exactly what `dcgan sample --seed S --num N` draws, so the explorer's grid for (seed, n) is the
-same PNG as that command's. Every route is a GET with a few bounded query fields (unknown or
-invalid ones get a 4xx JSON error); no request names a file; one generation runs at a time and
-at most `MAX_WAITING` more wait, the rest get 503.
+same PNG as that command's. Every route is a GET with a few bounded query fields (unknown,
+repeated or invalid ones get a 4xx JSON error); no request names a file; every request that
+computes (PNG or JSON) holds the one slot (`Explorer.slot`): one runs at a time and at most
+`MAX_WAITING` more wait, the rest get 503. A request whose Host header is not a name the server
+is bound to gets 400 (a DNS-rebound web page cannot drive it). Connections (`guarded_protocol`)
+must send a whole request head within `HEAD_TIMEOUT` seconds, and at `MAX_CONNECTIONS` a new one
+closes the oldest idle one, so idle or slow sockets cannot lock the explorer out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
 import json
 import logging
 import re
 import socket
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -48,6 +57,10 @@ MAX_GROUP = 8  # exemplars per concept of A - B + C (the paper averages 3)
 MAX_STRENGTH = 4.0  # |s| of the B -> A walk
 MAX_QUERY = 1024  # bytes of a query string
 MAX_WAITING = 32  # requests queued for the generator before 503
+MAX_Z_NUMBERS = 2**20  # n * nz of one request: the z it holds and sends as JSON (20 MB at most)
+MAX_CONNECTIONS = 64  # open connections; one more closes the oldest idle one
+HEAD_TIMEOUT = 10.0  # seconds a connection has to send a whole request head (idle or slow sockets)
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open after a response
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
           "/app.css": ("app.css", "text/css")}
@@ -151,6 +164,14 @@ class Busy(Exception):
     """More requests wait for the generator than `MAX_WAITING`."""
 
 
+class Refused(Exception):
+    """A request this model cannot answer (status, one-line message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 @dataclass
 class Explorer:
     """One generator (eval mode, CPU or GPU) and the facts the page shows about it."""
@@ -167,22 +188,37 @@ class Explorer:
     def device(self) -> torch.device:
         return next(self.G.parameters()).device
 
-    def z(self, q: Draw) -> torch.Tensor:
-        """(n, nz) on the CPU: exactly `dcgan sample --seed seed --num n`'s latent vectors."""
-        return noise(q.n, self.cfg.model.nz, self.cfg.model.z_dist, q.seed)
+    @property
+    def max_n(self) -> int:
+        """Samples in one grid: MAX_N, fewer for a model whose z is so long that n * nz numbers
+        would pass MAX_Z_NUMBERS."""
+        return max(1, min(MAX_N, MAX_Z_NUMBERS // self.cfg.model.nz))
 
-    def render(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) -> images in [-1, 1] on the CPU; one call at a time, a bounded queue."""
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """The one slot every computing request holds for all of its work (z, G, PNG or JSON):
+        one at a time, at most MAX_WAITING waiting, the rest get 503 (`Busy`)."""
         with self._count:
             if self._waiting >= MAX_WAITING:
                 raise Busy
             self._waiting += 1
         try:
-            with self._gate, torch.inference_mode():
-                return generate(self.G, z.to(self.device)).cpu()
+            with self._gate:
+                yield
         finally:
             with self._count:
                 self._waiting -= 1
+
+    def z(self, q: Draw) -> torch.Tensor:
+        """(n, nz) on the CPU: exactly `dcgan sample --seed seed --num n`'s latent vectors."""
+        if q.n > self.max_n:
+            raise Refused(422, f"n: at most {self.max_n} samples for this model (nz={self.cfg.model.nz})")
+        return noise(q.n, self.cfg.model.nz, self.cfg.model.z_dist, q.seed)
+
+    def render(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z) -> images in [-1, 1] on the CPU (call it inside `slot`)."""
+        with torch.inference_mode():
+            return generate(self.G, z.to(self.device)).cpu()
 
     def info(self) -> dict[str, Any]:
         m, d, f = self.cfg.model, self.cfg.data, self.facts
@@ -192,7 +228,7 @@ class Explorer:
                 "images_shown": f.get("images_shown"), "source": f.get("source", Path(self.source).name),
                 "best": f.get("best"), "last_eval": evals[-1] if evals else None,
                 "eval_protocol": {k: getattr(self.cfg.eval, k) for k in ("num_samples", "split", "seed", "best")},
-                "limits": {"n": MAX_N, "seed": MAX_SEED, "steps": MAX_STEPS, "group": MAX_GROUP,
+                "limits": {"n": self.max_n, "seed": MAX_SEED, "steps": MAX_STEPS, "group": MAX_GROUP,
                            "strength": MAX_STRENGTH}}
 
 
@@ -284,14 +320,57 @@ def _error(status: int, message: str) -> JSONResponse:
 # --- the app -------------------------------------------------------------------------------------
 
 
-def create_app(ex: Explorer) -> FastAPI:
-    """The explorer's routes over `ex`; no docs pages (they load from a CDN)."""
+def host_names(bound: str) -> frozenset[str]:
+    """The Host header names the explorer answers: loopback names, the --host it is bound to,
+    and the machine's names when bound to every interface. IP literals are always accepted
+    (DNS rebinding needs a name)."""
+    names = {"localhost", bound.strip("[]").lower()}
+    if bound in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n for n in names if n)
+
+
+def _host_ok(header: str | None, names: frozenset[str]) -> bool:
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host in names
+
+
+def _repeated(query: bytes) -> list[str]:
+    """Query fields given more than once (as Starlette decodes them)."""
+    seen: set[str] = set()
+    twice = []
+    for key, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key in seen and key not in twice:
+            twice.append(key)
+        seen.add(key)
+    return twice
+
+
+def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
+    """The explorer's routes over `ex`; no docs pages (they load from a CDN). `hosts`: the Host
+    header names to answer besides IP literals (default: those of a loopback bind)."""
     app = FastAPI(title="dcgan explorer", docs_url=None, redoc_url=None, openapi_url=None)
     assets = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), media)
               for route, (name, media) in STATIC.items()}
+    names = host_names("127.0.0.1") if hosts is None else hosts
 
     @app.middleware("http")
     async def bounded(request: Request, call_next: Any) -> Response:
+        host = request.headers.get("host")
+        if not _host_ok(host, names):
+            return _error(400, f"Host {str(host)[:60]!r} is not a name this explorer is served under; open it as "
+                               "http://127.0.0.1:PORT/ (or the --host it was started with)")
         query = request.scope.get("query_string", b"")
         if len(query) > MAX_QUERY:
             return _error(414, f"the query is longer than {MAX_QUERY} bytes")
@@ -299,6 +378,9 @@ def create_app(ex: Explorer) -> FastAPI:
             return _error(413, "requests carry no body; use GET with query fields")
         if query and request.url.path in (*STATIC, "/api/info"):
             return _error(422, f"{request.url.path} takes no query fields")
+        twice = _repeated(query)
+        if twice:
+            return _error(422, f"{twice[0][:40]}: given more than once; give each field once")
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -318,6 +400,10 @@ def create_app(ex: Explorer) -> FastAPI:
     async def busy(request: Request, exc: Busy) -> JSONResponse:
         return _error(503, "the generator is busy; retry in a moment")
 
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
     def page(route: str) -> Any:
         body, media = assets[route]
         return lambda: Response(body, media_type=media, headers=HEADERS)
@@ -329,46 +415,52 @@ def create_app(ex: Explorer) -> FastAPI:
     def info() -> JSONResponse:
         return JSONResponse(ex.info(), headers=HEADERS)
 
+    # Every route below does all of its work, PNG or JSON, inside the one slot.
     @app.get("/api/sample")
     def sample(q: Annotated[Draw, Query()]) -> Response:
-        z = ex.z(q)
-        return _reply(q, png_grid(ex.render(z), grid_nrow(q.n)) if q.format == "png" else b"", {"z": z}, "grid")
+        with ex.slot():
+            z = ex.z(q)
+            return _reply(q, png_grid(ex.render(z), grid_nrow(q.n)) if q.format == "png" else b"", {"z": z}, "grid")
 
     @app.get("/api/image")
     def image(q: Annotated[ImageQuery, Query()]) -> Response:
-        z = ex.z(q)[q.index:q.index + 1]
-        return _reply(q, png_image(ex.render(z)[0]) if q.format == "png" else b"",
-                      {"index": q.index, "z": z[0]}, f"sample{q.index}")
+        with ex.slot():
+            z = ex.z(q)[q.index:q.index + 1]
+            return _reply(q, png_image(ex.render(z)[0]) if q.format == "png" else b"",
+                          {"index": q.index, "z": z[0]}, f"sample{q.index}")
 
     @app.get("/api/interpolate")
     def interpolate_(q: Annotated[InterpolateQuery, Query()]) -> Response:
-        z_all = ex.z(q)
-        z = interpolate(z_all[q.a], z_all[q.b], q.steps, q.mode)
-        png = png_grid(ex.render(z), q.steps) if q.format == "png" else b""
-        return _reply(q, png, {"a": q.a, "b": q.b, "mode": q.mode, "z": z}, f"{q.mode}-{q.a}-{q.b}")
+        with ex.slot():
+            z_all = ex.z(q)
+            z = interpolate(z_all[q.a], z_all[q.b], q.steps, q.mode)
+            png = png_grid(ex.render(z), q.steps) if q.format == "png" else b""
+            return _reply(q, png, {"a": q.a, "b": q.b, "mode": q.mode, "z": z}, f"{q.mode}-{q.a}-{q.b}")
 
     @app.get("/api/arithmetic")
     def arithmetic(q: Annotated[ArithmeticQuery, Query()]) -> Response:
-        z_all = ex.z(q)
-        means = torch.stack([concept_mean(z_all, g) for g in (q.a, q.b, q.c)])  # (3, nz)
-        block = with_noise(means[0] - means[1] + means[2], 8, 0.25, q.seed)[[1, 2, 3, 4, 0, 5, 6, 7, 8]]
-        png = b""
-        if q.format == "png":
-            images = ex.render(torch.cat([z_all[q.a + q.b + q.c], means, block]))
-            sizes = [len(q.a), len(q.b), len(q.c)]
-            cuts = [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
-            groups = [images[cuts[i]:cuts[i + 1]] for i in range(3)]
-            png = png_fig7(groups, images[cuts[3]:cuts[3] + 3], images[cuts[3] + 3:], [q.a, q.b, q.c])
-        return _reply(q, png, {"a": q.a, "b": q.b, "c": q.c, "means": means, "result": block[4], "block": block},
-                      "arithmetic")
+        with ex.slot():
+            z_all = ex.z(q)
+            means = torch.stack([concept_mean(z_all, g) for g in (q.a, q.b, q.c)])  # (3, nz)
+            block = with_noise(means[0] - means[1] + means[2], 8, 0.25, q.seed)[[1, 2, 3, 4, 0, 5, 6, 7, 8]]
+            png = b""
+            if q.format == "png":
+                images = ex.render(torch.cat([z_all[q.a + q.b + q.c], means, block]))
+                sizes = [len(q.a), len(q.b), len(q.c)]
+                cuts = [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
+                groups = [images[cuts[i]:cuts[i + 1]] for i in range(3)]
+                png = png_fig7(groups, images[cuts[3]:cuts[3] + 3], images[cuts[3] + 3:], [q.a, q.b, q.c])
+            return _reply(q, png, {"a": q.a, "b": q.b, "c": q.c, "means": means, "result": block[4],
+                                   "block": block}, "arithmetic")
 
     @app.get("/api/walk")
     def walk(q: Annotated[WalkQuery, Query()]) -> Response:
-        z_all = ex.z(q)
-        z = z_all[q.base] + q.strength * direction(z_all, q.b, q.a)  # Fig. 8: along B -> A
-        png = png_image(ex.render(z[None])[0]) if q.format == "png" else b""
-        return _reply(q, png, {"a": q.a, "b": q.b, "base": q.base, "strength": q.strength, "z": z},
-                      f"walk{q.base}-s{q.strength:g}")
+        with ex.slot():
+            z_all = ex.z(q)
+            z = z_all[q.base] + q.strength * direction(z_all, q.b, q.a)  # Fig. 8: along B -> A
+            png = png_image(ex.render(z[None])[0]) if q.format == "png" else b""
+            return _reply(q, png, {"a": q.a, "b": q.b, "base": q.base, "strength": q.strength, "z": z},
+                          f"walk{q.base}-s{q.strength:g}")
 
     return app
 
@@ -402,19 +494,94 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto") -> None:
-    """Run the explorer until Ctrl-C."""
+def guarded_protocol(head_timeout: float = HEAD_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> type:
+    """uvicorn's h11 protocol, kept from being locked out by idle, slow or many sockets.
+
+    uvicorn times out a connection only after a response (keep-alive); one that never sends a
+    request stays open for ever and counts against `limit_concurrency`, so 64 idle sockets made
+    every later request a 503. Here each connection must send a whole request head within
+    `head_timeout` seconds of opening or of its last response (data trickled in does not reset
+    it), and a connection opened when `max_connections` are open closes the oldest idle one
+    (no request in progress) instead of being refused.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer: Any = None
+        _since: float = 0.0
+
+        def connection_made(self, transport: Any) -> None:
+            if len(self.connections) >= max_connections:
+                idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c.idle()]
+                if idle:
+                    victim = min(idle, key=lambda c: c._since)
+                    self.connections.discard(victim)
+                    victim.close()
+            super().connection_made(transport)
+            self._arm()
+
+        def idle(self) -> bool:
+            """No request in progress: waiting for (the rest of) a request head."""
+            return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+
+        def close(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._since = time.monotonic()
+            self._head_timer = self.loop.call_later(head_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _expire(self) -> None:
+            self._head_timer = None
+            if self.idle():
+                self.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a whole request head arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def make_server(app: FastAPI, *, head_timeout: float = HEAD_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                keep_alive: int = KEEP_ALIVE) -> Any:
+    """The uvicorn server `serve` runs (tests run the same one in a thread)."""
     import uvicorn
 
+    config = uvicorn.Config(app, log_level="warning", http=guarded_protocol(head_timeout, max_connections),
+                            limit_concurrency=max_connections + 1, timeout_keep_alive=keep_alive,
+                            server_header=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+def serve(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto") -> None:
+    """Run the explorer until Ctrl-C."""
     if not 0 <= port <= 65535:
         raise DCGANError(f"--port {port} is not a TCP port; use 1..65535 (0 picks a free one)")
-    app = create_app(load_explorer(checkpoint, device))
+    app = create_app(load_explorer(checkpoint, device), host_names(host))
     check_host(host)
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     log.info("explorer of %s at http://%s:%d/ (Ctrl-C stops it)", checkpoint,
              f"[{host}]" if ":" in host else host, bound)
-    config = uvicorn.Config(app, log_level="warning", limit_concurrency=64, timeout_keep_alive=5,
-                            server_header=False)
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+        make_server(app).run(sockets=[sock])
