@@ -20,6 +20,8 @@ import yaml
 
 from .errors import ConfigError
 from .metrics import registry
+from .safe_yaml import YamlRefused, YamlText
+from .safe_yaml import load as load_yaml
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
@@ -173,7 +175,7 @@ def num_parameters(model: ModelConfig, image_size: int, channels: int) -> int:
 def _check_ranges(flat: dict[str, Any]) -> None:
     for key, value in flat.items():
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
-            raise ConfigError(f"{key}={value} is out of range; use a number below 2**63")
+            raise ConfigError(f"{key}={show(value)} is out of range; use a number below 2**63")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} must be a finite number")
     for key in _POSITIVE:
@@ -213,13 +215,13 @@ def _validate(cfg: Config) -> None:
     for key, allowed in _CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(
-                f"{key}={flat[key]!r} is not supported; use one of {', '.join(map(str, allowed))}"
+                f"{key}={show(flat[key])} is not supported; use one of {', '.join(map(str, allowed))}"
             )
     if not 0 <= cfg.train.ema < 1:
         raise ConfigError(f"train.ema={cfg.train.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
     for policy in cfg.train.augment:
         if policy not in ("color", "translation", "cutout"):
-            raise ConfigError(f"train.augment has {policy!r}; use any of color, translation, cutout (or none)")
+            raise ConfigError(f"train.augment has {show(policy)}; use any of color, translation, cutout (or none)")
     _check_ranges(flat)
     _check_strings(cfg)
     if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
@@ -233,16 +235,16 @@ def _validate(cfg: Config) -> None:
                           f"{MAX_PARAMETERS:.0e}); lower them")
     for m in cfg.eval.metrics:
         if m not in registry.METRICS:
-            raise ConfigError(f"eval.metrics has {m!r}, not a metric; use any of {', '.join(registry.METRICS)}")
+            raise ConfigError(f"eval.metrics has {show(m)}, not a metric; use any of {', '.join(registry.METRICS)}")
     produced = registry.ranked_keys(cfg.eval.metrics)
     if cfg.eval.every > 0 and cfg.eval.best not in produced:
-        raise ConfigError(f"eval.best={cfg.eval.best!r} is not a score of eval.metrics={cfg.eval.metrics}; "
+        raise ConfigError(f"eval.best={show(cfg.eval.best)} is not a score of eval.metrics={show(cfg.eval.metrics)}; "
                           f"use one of {', '.join(produced) or '(add metrics first)'}")
     if cfg.eval.every > 0 and cfg.eval.num_samples < 10:
         raise ConfigError(f"eval.num_samples={cfg.eval.num_samples} is too few to score; use at least 10")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ConfigError(f"train.device={dev!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+        raise ConfigError(f"train.device={show(dev)} is not a device; use auto, cpu, cuda, cuda:N or mps")
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -259,6 +261,25 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MAX_SHOWN = 60  # characters of a value quoted in an error message
+
+
+def show(value: Any, limit: int = MAX_SHOWN) -> str:
+    """`repr(value)` for an error message, at most `limit` characters (+ "... (N chars)"): every
+    ConfigError that quotes a value goes through this, so a huge or deeply aliased value cannot
+    make a megabyte "one-line" message. Lists are cut before their repr is built."""
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        text = "[" + ", ".join(show(v, 20) for v in value[:8]) + f", ... ({len(value)} items)]"
+        return text if len(text) <= 2 * limit else text[:2 * limit] + "..."
+    if isinstance(value, str) and len(value) > limit:
+        return repr(str(value[:limit])) + f"... ({len(value)} characters)"
+    try:
+        text = repr(str(value) if isinstance(value, YamlText) else value)
+    except (RecursionError, ValueError):  # a self-referencing structure, a huge int
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -271,7 +292,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r} must be a list of {item_t.__name__}")
+            raise ConfigError(f"{key}={show(value)} must be a list of {item_t.__name__}")
         return [_coerce(key, v, item_t) for v in value]
     if origin in (typing.Union, types.UnionType):
         raise AssertionError("union fields are not used in the schema")
@@ -280,10 +301,10 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{key}={value!r} must be true or false")
+        raise ConfigError(f"{key}={show(value)} must be true or false")
     if typ is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be an integer")
+            raise ConfigError(f"{key}={show(value)} must be an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -293,10 +314,10 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}={value!r} must be an integer")
+        raise ConfigError(f"{key}={show(value)} must be an integer")
     if typ is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be a number")
+            raise ConfigError(f"{key}={show(value)} must be a number")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -304,13 +325,13 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}={value!r} must be a number")
+        raise ConfigError(f"{key}={show(value)} must be a number")
     if typ is str:
         if isinstance(value, bool):  # YAML turns `true` into a bool; our str fields take it as text
             return str(value).lower()
         if isinstance(value, (str, int, float)):
             return str(value)
-        raise ConfigError(f"{key}={value!r} must be a string")
+        raise ConfigError(f"{key}={show(value)} must be a string")
     raise AssertionError(f"unsupported schema type {typ!r} for {key}")
 
 
@@ -321,14 +342,27 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
         key = f"{prefix}{k}"
         if k not in names:
             allowed = ", ".join(sorted(prefix + n for n in names))
-            raise ConfigError(f"unknown config key {key!r}; known keys here: {allowed}")
+            raise ConfigError(f"unknown config key {show(key)}; known keys here: {allowed}")
         current = getattr(obj, k)
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):
-                raise ConfigError(f"{key} must be a mapping of its keys, got {v!r}")
+                raise ConfigError(f"{key} must be a mapping of its keys, got {show(v)}")
             _apply(current, v, key + ".")
         else:
-            setattr(obj, k, _coerce(key, v, hints[k]))
+            setattr(obj, k, _coerce(key, _as_written(v, hints[k]), hints[k]))
+
+
+def _as_written(value: Any, typ: Any) -> Any:
+    """A YAML file's plain scalar as the schema should see it: the text the user wrote (typed
+    by `_coerce` like a --set value, so `name: 010` stays "010" and `seed: 010` is 10), except
+    that a list key keeps refusing a scalar that YAML 1.1 reads as a number or boolean."""
+    if isinstance(value, list):
+        return [_as_written(v, typing.get_args(typ)[0] if typing.get_args(typ) else str) for v in value]
+    if not isinstance(value, YamlText):
+        return value
+    if typing.get_origin(typ) is list and not isinstance(value.implied, str):
+        return value.implied
+    return str(value)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -336,14 +370,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set train.batch_size=64")
+            raise ConfigError(f"--set {show(pair)} is not KEY=VALUE; write e.g. --set train.batch_size=64")
         key, value = pair.split("=", 1)
         parts = key.strip().split(".")
         d = nested
         for p in parts[:-1]:
             d = d.setdefault(p, {})
             if not isinstance(d, dict):
-                raise ConfigError(f"--set {pair!r}: {key!r} is not a config key")
+                raise ConfigError(f"--set {show(pair)}: {show(key)} is not a config key")
         d[parts[-1]] = value.strip()
     return nested
 
@@ -357,7 +391,19 @@ def from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -
     if overrides:
         _apply(cfg, parse_overrides(overrides))
     _validate(cfg)
+    _check_usable(cfg)
     return cfg
+
+
+def _check_usable(cfg: Config) -> None:
+    """Values that pass the schema's checks but cannot train (checked at every load)."""
+    for key in ("data.root", "data.cache_dir"):
+        if not str(cfg.flat()[key]).strip():
+            raise ConfigError(f"{key} is empty, which would mean the current folder; set it to a folder, "
+                              f"e.g. {key}=./data" + ("/cache" if key == "data.cache_dir" else ""))
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is too small: BatchNorm needs at least 2 "
+                          "images per batch; use 2 or more (the paper's is 128)")
 
 
 MAX_CONFIG_BYTES = 1_000_000
@@ -375,7 +421,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(path)!r} is {size / 1e6:.1f} MB, not a config (they are a few "
                               "hundred bytes); pass the right file")
         try:
-            data = yaml.safe_load(path.read_bytes())
+            data = load_yaml(path.read_bytes())
+        except YamlRefused as e:
+            raise ConfigError(f"config file {str(path)!r} {e}") from None
         except RecursionError:
             raise ConfigError(f"config file {str(path)!r} is nested too deeply; fix its syntax") from None
         except yaml.constructor.ConstructorError as e:
