@@ -317,3 +317,212 @@ def test_resume_changes_take_effect_and_are_logged(finished_run, tmp_path, capsy
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     resume = [r for r in records if r["kind"] == "resume"][-1]
     assert resume["changed"]["train.lr_d"] == [2e-4, 1e-5] and resume["step"] == 4
+
+
+# --- round 2: never write over what is not ours; refused resumes write nothing -------------------
+
+# Every path a run writes (README's run directory listing), each planted as a user's own file.
+RUN_OUTPUT_PATHS = ("config.yaml", "metrics.jsonl", "curves.png", "scores.png", "evaluations.jsonl", "launch.json",
+                    "samples/real.png", "samples/fake-0000002.png", "checkpoints/last.pt",
+                    "checkpoints/step-0000002.pt", "checkpoints/best.pt", "tb/events.out", "notes.txt")
+
+
+@pytest.mark.parametrize("how", ["new", "branch"])
+@pytest.mark.parametrize("rel", RUN_OUTPUT_PATHS)
+def test_foreign_file_in_run_dir_is_never_overwritten(rel, how, finished_run, tmp_path, synthetic_root, cache_dir,
+                                                      capsys):
+    """A user's own file at any run-output path of --run-dir: exit 2, one line naming the folder,
+    every file there unchanged (a new run, and an older checkpoint branched into --run-dir)."""
+    target = tmp_path / "mine"
+    (target / rel).parent.mkdir(parents=True, exist_ok=True)
+    (target / rel).write_text("the user's own file\n")
+    before = snapshot(target)
+    if how == "new":
+        argv = train_argv(synthetic_root, cache_dir) + ["--run-dir", str(target)]
+    else:
+        argv = ["train", "--resume", str(finished_run / "checkpoints" / "step-0000002.pt"), "--run-dir", str(target)]
+    assert_user_error(run_cli(argv, capsys), str(target))
+    assert_unchanged(before, snapshot(target))
+
+
+def test_empty_run_dir_and_leftovers_of_our_own_start_are_used(tmp_path, synthetic_root, cache_dir, capsys):
+    """An empty folder is fine for a new run, and so is one holding only what a start of ours left
+    before its config.yaml (the lock, a real-image grid); those leftovers are replaced."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(empty)], capsys).rc == 0
+    left = tmp_path / "left"
+    (left / "samples").mkdir(parents=True)
+    (left / ".lock").write_text("12345\n")
+    (left / "samples" / "fake-0000999.png").write_bytes(b"old")
+    assert run_cli(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(left)], capsys).rc == 0
+    assert not (left / "samples" / "fake-0000999.png").exists() and load_checkpoint(left)["step"] == 4
+
+
+@pytest.mark.parametrize("change, named", [
+    ("train.max_steps=2", "step 4"),  # below the run's step: would rewrite last.pt and config.yaml
+    ("train.epochs=9", "train.max_steps"),  # a max_steps run: epochs would do nothing
+    ("data.root=/elsewhere", "data.root"),  # other data: another run
+])
+def test_refused_resume_changes_write_nothing(change, named, finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = snapshot(run)
+    assert_user_error(run_cli(["train", "--resume", str(run), "--set", change], capsys), named)
+    assert_unchanged(before, snapshot(run))
+
+
+def test_resume_failing_on_io_leaves_config_yaml_as_it_was(finished_run, tmp_path, capsys):
+    """metrics.jsonl cannot be appended (a folder stands there): the resume stops with one line
+    and config.yaml still describes the checkpoint (it is written last, once the start is good)."""
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    config = (run / "config.yaml").read_bytes()
+    out = run_cli(["train", "--resume", str(run), "--set", "train.max_steps=6", "--set", "train.lr_d=1e-5"], capsys)
+    assert_user_error(out, "metrics.jsonl")
+    assert (run / "config.yaml").read_bytes() == config
+    assert load_checkpoint(run)["step"] == 4
+
+
+# --- kill -9 in a run's first seconds -------------------------------------------------------------
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _dcgan(argv: list[str], hook: str | None = None, **kw) -> subprocess.Popen:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCGAN_TEST_")}
+    env.update(PYTHONPATH=SRC, OMP_NUM_THREADS="1", **({"DCGAN_TEST_HOOK": hook} if hook else {}))
+    return subprocess.Popen([sys.executable, "-m", "dcgan", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _recover(run: Path, synthetic_root: Path, cache_dir: Path, capsys) -> None:
+    """After a kill, the run is never stuck: `--resume RUN` continues (or starts again) a run that
+    had started, and `--run-dir RUN` starts one that had not; either ends at step 4."""
+    from dcgan.runs import stopped_before_first_checkpoint
+
+    started = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("*.pt")) \
+        or stopped_before_first_checkpoint(run)
+    if started:
+        refused = run_cli(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)], capsys)
+        assert_user_error(refused, "--resume")
+        out = run_cli(["train", "--resume", str(run)], capsys)
+    else:
+        out = run_cli(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)], capsys)
+    assert out.rc == 0, out.err[-2000:]
+    assert load_checkpoint(run)["step"] == 4
+    assert [r["step"] for r in _records(run) if r["kind"] == "train"] == [2, 4]  # no record of the killed start
+
+
+def _records(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("point", [pytest.param(p, marks=() if p in ("outputs", "started") else (pytest.mark.slow,))
+                                   for p in ("planned", "locked", "outputs", "started")])
+def test_kill_9_at_each_start_point_then_the_run_recovers(point, tmp_path, synthetic_root, cache_dir, capsys):
+    run = tmp_path / "run"
+    p = _dcgan(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)], f"{point}:kill")
+    p.communicate(timeout=120)
+    assert p.returncode == -9, p.stderr
+    _recover(run, synthetic_root, cache_dir, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.5, 1.5, 2.5, 3.5, 5.0])
+def test_kill_9_at_a_random_time_in_the_first_seconds(delay, tmp_path, synthetic_root, cache_dir, capsys):
+    import time
+
+    run = tmp_path / "run"
+    p = _dcgan(train_argv(synthetic_root, cache_dir, "train.max_steps=4") + ["--run-dir", str(run)])
+    time.sleep(delay)
+    p.kill()
+    p.communicate(timeout=120)
+    if p.returncode == 0:  # finished before the kill: nothing to recover
+        return
+    _recover(run, synthetic_root, cache_dir, capsys)
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tmp_path, synthetic_root, cache_dir,
+                                                                             capsys):
+    run = tmp_path / "run"
+    p = _dcgan(train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)], "started:kill")
+    p.communicate(timeout=120)
+    out = run_cli(["train", "--resume", str(run), "--set", "train.max_steps=6"], capsys)
+    assert out.rc == 0, out.err[-2000:]
+    assert "stopped before its first checkpoint: starting it again from step 0" in out.err
+    assert load_checkpoint(run)["step"] == 6 and load_checkpoint(run)["config"]["train"]["max_steps"] == 6
+
+
+# --- concurrent starts, the race forced -----------------------------------------------------------
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_losing_start_never_removes_the_winners_run_dir(tmp_path, synthetic_root, cache_dir):
+    """The issue's race, forced: A makes the new --run-dir X and stops before locking it; B finds
+    X empty, locks it and writes its first outputs (held there, before config.yaml); then A goes
+    on, is refused the lock, and must remove nothing. B then finishes its run in X."""
+    run, go_a, go_b = tmp_path / "X", tmp_path / "go-a", tmp_path / "go-b"
+    argv = train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)]
+    a = _dcgan(argv, f"planned:wait:{go_a}")
+    try:
+        _wait_for(run, a)  # A made X and waits before its lock
+        b = _dcgan(argv, f"outputs:wait:{go_b}")
+        _wait_for(run / "samples" / "real.png", b)  # B holds the lock, config.yaml not written yet
+        go_a.touch()
+        _, err_a = a.communicate(timeout=120)
+        assert a.returncode == 2, err_a
+        assert f"PID {b.pid}" in err_a and len(err_a.strip().splitlines()) == 1 and "Traceback" not in err_a
+        assert (run / "samples" / "real.png").is_file() and (run / ".lock").is_file()
+        go_b.touch()
+        _, err_b = b.communicate(timeout=120)
+        assert b.returncode == 0, err_b
+    finally:
+        go_a.touch()
+        go_b.touch()
+        for p in (a, locals().get("b")):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert load_checkpoint(run)["step"] == 4 and (run / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_two_starts_released_together_one_trains_the_other_exits_2(tmp_path, synthetic_root, cache_dir):
+    """Two starts of one new --run-dir held at a barrier after planning, then released at once:
+    exactly one trains, the other exits 2 with one line, and X holds one whole run."""
+    run, go = tmp_path / "X", tmp_path / "go"
+    argv = train_argv(synthetic_root, cache_dir) + ["--run-dir", str(run)]
+    procs = [_dcgan(argv, f"planned:wait:{go}") for _ in range(2)]
+    try:
+        import time
+
+        time.sleep(1)
+        _wait_for(run, procs[0])
+        time.sleep(3)  # both have planned (each imports torch first)
+        go.touch()
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        go.touch()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser_err = outs[[p.returncode for p in procs].index(2)][1]
+    assert len(loser_err.strip().splitlines()) == 1 and "Traceback" not in loser_err, loser_err
+    assert load_checkpoint(run)["step"] == 4
+    assert [r["step"] for r in _records(run) if r["kind"] == "train"] == [2, 4]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import signal
 import sys
 import threading
@@ -38,7 +37,19 @@ from .ema import ema_copy, ema_decay, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
-from .runs import MetricsLog, RunLock, RunPlan, best_point, plan_run, plot_curves, plot_scores
+from .runs import (
+    MetricsLog,
+    RunLock,
+    RunPlan,
+    best_point,
+    check_new_run_dir,
+    clear_outputs,
+    discard_run_dir,
+    fault_point,
+    plan_run,
+    plot_curves,
+    plot_scores,
+)
 from .sampling import generate, noise, save_grid
 
 log = logging.getLogger(__name__)
@@ -208,13 +219,13 @@ def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resum
                 raise DCGANError(f"{e} (a torchrun restart resumes automatically only when the "
                                  "rendezvous id is unique: pass --rdzv-id, e.g. $SLURM_JOB_ID)") from None
             raise
+    fault_point("planned")
     with ExitStack() as stack:
-        if info.is_main:
-            try:
-                stack.enter_context(RunLock(plan.run_dir))
-            except DCGANError:
-                _discard_if_new(plan)
-                raise
+        if info.is_main:  # a refused lock removes nothing: the directory is the holder's
+            stack.enter_context(RunLock(plan.run_dir))
+            fault_point("locked")
+            if plan.new:  # checked again under the lock: another start may have written there meanwhile
+                plan.clear = check_new_run_dir(plan.run_dir, locked=True)
         try:
             device = pick_device(plan.cfg.train.device, info.local_rank)
             dist_utils.init_process_group(info, device)
@@ -225,15 +236,17 @@ def train(cfg: Config | None = None, *, run_dir: str | Path | None = None, resum
             raise
         finally:
             dist_utils.destroy()
-            if info.is_main:
+            if info.is_main:  # still holding the run's lock
                 _discard_if_new(plan)
 
 
 def _discard_if_new(plan: RunPlan) -> None:
-    """A start that failed before writing anything leaves no half-made run directory behind."""
+    """A start that failed before it was known good leaves no half-made run directory behind:
+    called only while holding the run's lock, and only for a directory this process made (a
+    directory another process made, or is writing, is never removed)."""
     d = plan.run_dir
     if plan.created and d.is_dir() and not (d / "config.yaml").exists():
-        shutil.rmtree(d, ignore_errors=True)
+        discard_run_dir(d)
 
 
 def _restart_plan(cfg: Config | None, restarted: Path, resume: str | Path | None,
@@ -243,7 +256,7 @@ def _restart_plan(cfg: Config | None, restarted: Path, resume: str | Path | None
         plan = plan_run(None, resume=restarted)
     else:  # it failed before its first checkpoint: start it again in the same directory
         first = plan_run(cfg, resume=resume, overrides=overrides, runs_root=runs_root, create=False)
-        plan = RunPlan(first.cfg, restarted, first.resume_ckpt, first.resumed_from)
+        plan = RunPlan(first.cfg, restarted, first.resume_ckpt, first.resumed_from, clear=True)
     if info.is_main:
         print(f"torchrun restart {dist_utils.restart_count()}: continuing {restarted}", file=sys.stderr)
     return plan
@@ -297,11 +310,14 @@ def _restore(state: TrainState, plan: RunPlan, info: dist_utils.DistInfo, per_ra
 
 def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: Path,
                    info: dist_utils.DistInfo) -> MetricsLog:
-    """Rank 0, once the start is known to be good: the directory, config.yaml, the first records."""
+    """Rank 0, once the start is known to be good: the directory, the first records, then
+    config.yaml, last and atomically: a start that fails on the way (I/O) leaves the run's
+    config.yaml as it was (a resume) or absent (a new run, then removed by `_discard_if_new`)."""
     cfg = plan.cfg
+    if plan.clear:  # outputs of an earlier start of this run (stopped before its first checkpoint)
+        clear_outputs(run_dir)
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     dist_utils.write_launch_file(run_dir, info)  # lets a torchrun restart find this run
     metrics = MetricsLog(run_dir / "metrics.jsonl", run_dir / "tb" if cfg.train.tensorboard else None)
     if plan.resume_ckpt is not None:
@@ -314,6 +330,9 @@ def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: 
               file=sys.stderr)
     else:
         save_grid(batches.sample(cfg.train.num_fixed), run_dir / "samples" / "real.png")
+    fault_point("outputs")
+    save_config(cfg, run_dir / "config.yaml")
+    fault_point("started")
     return metrics
 
 
