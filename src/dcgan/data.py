@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import TypeVar
@@ -49,7 +50,7 @@ T = TypeVar("T")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30  # "auto" decodes to memory below this many uint8 bytes
-CACHE_VERSION = 2  # part of every cache key: bump when decoding changes, so old caches are not reused
+CACHE_VERSION = 3  # part of every cache key: bump when decoding changes, so old caches are not reused
 
 _SPLITS = {
     "cifar10": ("train", "test"),
@@ -71,10 +72,22 @@ _HOW_TO_GET = {
 }
 
 
+def to_8bit_mode(im: Image.Image, channels: int) -> Image.Image:
+    """`im` as 8-bit L (channels=1) or RGB. 16-bit grayscale (PNG, TIFF: mode I;16*; PGM: I) is
+    scaled from 0..65535 to 0..255, where PIL's own convert() would clip every value above 255 to
+    white; 16-bit RGB(A) PNGs already open as 8-bit RGB(A) in PIL."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        import numpy as np
+
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    return im.convert("L" if channels == 1 else "RGB")
+
+
 def image_transform(image_size: int, channels: int) -> transforms.Compose:
     """PIL image -> uint8 tensor (C, S, S): resize the shorter side, centre-crop, convert mode."""
     return transforms.Compose([
-        transforms.Lambda(lambda im: im.convert("L" if channels == 1 else "RGB")),
+        transforms.Lambda(partial(to_8bit_mode, channels=channels)),
         transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
         transforms.CenterCrop(image_size),
         transforms.PILToTensor(),
@@ -301,10 +314,13 @@ def data_fingerprint(cfg: DataConfig, split: str) -> str:
     """A short hex digest of what `split` of the dataset decodes to, for keying caches by content.
 
     It covers the settings that change the decoded images (name, split, image_size, channels,
-    subset, lsun_classes) and the relative name, size and modification time of every data file
-    the source reads under data.root (every image file of a `folder`; the dataset's own files for
-    torchvision datasets, e.g. FashionMNIST/raw/ where Debian's idx files are unpacked). Only
-    stat calls, no image bytes: adding, removing, renaming, replacing or touching a file changes it.
+    subset, lsun_classes) and the relative name, size, modification time and inode change time
+    (ctime) of every data file the source reads under data.root (every image file of a `folder`;
+    the dataset's own files for torchvision datasets, e.g. FashionMNIST/raw/ where Debian's idx
+    files are unpacked). Only stat calls, no image bytes: adding, removing, renaming, replacing or
+    touching a file changes it. The ctime is what catches a file replaced with the same name, size
+    and modification time (`cp -p`, `rsync -t`, `tar x`): every write of a file's bytes sets its
+    ctime to the time of the write, and no user call can set it back.
     """
     settings = {"version": CACHE_VERSION, "name": cfg.name, "split": split, "image_size": cfg.image_size,
                 "channels": cfg.channels, "subset": cfg.subset}
@@ -318,7 +334,7 @@ def data_fingerprint(cfg: DataConfig, split: str) -> str:
         entries = [(os.path.relpath(f, root), _stat(f))
                    for top in _dataset_paths(cfg, split, root) for f in _tree_files(top)]
     for rel, st in entries:
-        facts = f"{st.st_size}:{st.st_mtime_ns}" if isinstance(st, os.stat_result) else st
+        facts = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" if isinstance(st, os.stat_result) else st
         h.update(f"{rel}\0{facts}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 

@@ -125,6 +125,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings | None = 
         raise DCGANError(f"--num {num} is too few to score; use at least {MIN_IMAGES}")
     G, _, cfg, ckpt = load_models(checkpoint, pick_device(settings.device))
     data_cfg = data_config(cfg.data, **(data_overrides or {}))
+    _check_model_shape(cfg.data, data_cfg)  # before any real data is decoded, cached or scored
     ev = _evaluator(data_cfg, settings, _metrics(data_cfg, settings), num, cfg.model.z_dist)
     scores = ev.score_images(ev.generate(G))
     scores.update(step=int(ckpt.get("step", 0)), checkpoint=str(checkpoint), seed=settings.seed)
@@ -134,6 +135,16 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings | None = 
         logged_to = append_evaluation(run_dir / EVALUATIONS_FILE,
                                       {"kind": "eval", **scores, "source": "dcgan eval", "time": time.time()})
     return Evaluation(scores, logged_to)
+
+
+def _check_model_shape(model_data: DataConfig, real: DataConfig) -> None:
+    """G makes images of its training size and channels: scoring them against real data of another
+    size or channel count is refused here, before the real side costs anything or writes caches."""
+    for option, mine, theirs in (("--image-size", model_data.image_size, real.image_size),
+                                 ("--channels", model_data.channels, real.channels)):
+        if mine != theirs:
+            raise DCGANError(f"{option} {theirs} does not match the checkpoint, whose G makes images with "
+                             f"{option[2:].replace('-', ' ')} {mine}; drop {option} (the checkpoint's is used)")
 
 
 def evaluate_folder(folder: str | Path, data_cfg: DataConfig, settings: EvalSettings | None = None) -> Evaluation:
