@@ -362,3 +362,53 @@ def test_image_listing_matches_sorted_rglob(tmp_path):
     old = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp")
                  and p.is_file())
     assert image_files(root) == old and len(old) == 8
+
+
+# --- round 2: 16-bit images, files replaced with cp -p ------------------------------------------
+
+
+def _png16(path: Path, values: np.ndarray, color_type: int) -> None:
+    """A 16-bit PNG written byte by byte (grey: color_type 0, RGB: 2), big-endian samples."""
+    import zlib
+
+    h, w = values.shape[:2]
+    raw = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_pngs_are_scaled_not_clipped(tmp_path, channels):
+    """16-bit grey and RGB PNGs decode to value / 257 (PIL's convert() clipped grey to white)."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    levels = (0, 10000, 40000, 65535)
+    for i, v in enumerate(levels):
+        _png16(folder / f"g{i}.png", np.full((16, 16), v, dtype=np.uint16), 0)
+        _png16(folder / f"c{i}.png", np.full((16, 16, 3), v, dtype=np.uint16), 2)
+    images = load_images(cfg(folder, tmp_path, channels=channels), use_cache=False).images
+    want = [round(v / 257) for v in levels]
+    means = [int(im.float().mean().round()) for im in images]  # sorted names: c0..c3, then g0..g3
+    assert all(abs(m - w) <= 1 for m, w in zip(means, want + want)), means
+
+
+def test_files_replaced_with_cp_p_are_decoded_again(tmp_path):
+    """Same names, sizes and modification times (cp -p, rsync -t, tar x): the cache is not reused
+    (the key holds each file's ctime, which any write of its bytes sets)."""
+    folder = tmp_path / "imgs"
+    paths = write_images(folder, 6, fmt="BMP")  # uncompressed: another image has the same size
+    c = cfg(folder, tmp_path)
+    first = load_images(c)
+    key = cache_path(c, "train")
+    st = paths[1].stat()
+    paths[1].write_bytes(image_bytes("BMP"))
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p does
+    assert (paths[1].stat().st_size, paths[1].stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert cache_path(c, "train") != key
+    again = load_images(c)
+    assert cache_files(tmp_path) == [cache_path(c, "train")]  # the stale cache was removed
+    assert sum(not torch.equal(x, y) for x, y in zip(again.images, first.images)) == 1  # the replaced image

@@ -226,14 +226,14 @@ def option_cases() -> list:
 # Out-of-range values per key (besides the type-wrong ones every key gets); "" means none.
 RANGE: dict[str, tuple[str, ...]] = {
     "name": ("", "a/b", "../up", ".hidden", "x" * 300),
-    "data.name": ("nope",), "data.root": (), "data.image_size": ("0", "17", "1024"),
+    "data.name": ("nope",), "data.root": ("",), "data.image_size": ("0", "17", "1024"),
     "data.channels": ("0", "2", "4"), "data.download": (), "data.split": ("nope", ""),
     "data.lsun_classes": (), "data.subset": ("-1",), "data.in_memory": ("sometimes",),
-    "data.cache_dir": (), "data.num_workers": ("-2", HUGE),
+    "data.cache_dir": ("",), "data.num_workers": ("-2", HUGE),
     "model.nz": ("0", "-1", HUGE), "model.ngf": ("0", "-1", HUGE), "model.ndf": ("0", "-1", HUGE),
     "model.kernel_size": ("3", "0"), "model.projection": ("nope",), "model.d_head": ("nope",),
     "model.z_dist": ("nope",),
-    "train.batch_size": ("0", "-1", HUGE), "train.batch_size_scope": ("nope",), "train.epochs": ("-1",),
+    "train.batch_size": ("0", "-1", "1", HUGE), "train.batch_size_scope": ("nope",), "train.epochs": ("-1",),
     "train.max_steps": ("-1",), "train.lr_g": ("0", "-1", "nan", "inf", "100"),
     "train.lr_d": ("0", "-1", "nan", "inf", "100"), "train.beta1": ("-0.1", "1", "nan", "inf"),
     "train.beta2": ("-0.1", "1", "nan", "inf"), "train.weight_decay": ("-1", "nan", "inf"),
@@ -833,3 +833,87 @@ def test_image_folder_with_some_broken_files_skips_and_counts_them(kind, sandbox
     assert outcome.rc == 0, outcome.err[-3000:]
     if kind != "dir":  # a folder named *.png is not a file at all
         assert re.search(r"skipped 3 unreadable", caplog.text + outcome.err), caplog.text + outcome.err
+
+
+# --- YAML structure: aliases, duplicate keys, scalars YAML 1.1 reinterprets -----------------------
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """A "billion laughs": each level lists `width` aliases of the one before (width**levels values)."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _duplicate_cases() -> dict[str, str]:
+    """A section given twice, and a key given twice inside each section (with a line between)."""
+    cases = {f"dup_section_{s}": f"{s}:\n  {k}: {v}\nname: x\n{s}:\n  {k}: {v}\n"
+             for s, k, v in (("data", "subset", 8), ("model", "nz", 10), ("train", "max_steps", 2),
+                             ("eval", "every", 0))}
+    for key, default, _ in describe_keys():
+        section, _, name = key.rpartition(".")
+        if not section or f"dup_key_{section}" in cases:
+            continue
+        value = json.dumps(default)
+        cases[f"dup_key_{section}"] = f"{section}:\n  {name}: {value}\n  # note\n  {name}: {value}\n"
+    cases["dup_top_key"] = "name: a\nname: b\n"
+    return cases
+
+
+YAML_STRUCTURE = {
+    **{f"alias_bomb_{n}": _alias_bomb(n) for n in (5, 6, 7, 9)},  # 9**5 .. 9**9 values
+    "alias_wide": "x: &x [" + ", ".join(["v"] * 200) + "]\ny: [" + ", ".join(["*x"] * 60) + "]\n",
+    "alias_recursive_list": "data:\n  lsun_classes: &a [x, *a]\n",
+    "alias_recursive_map": "train: &t\n  batch_size: 4\n  more: *t\n",
+    **_duplicate_cases(),
+    # plain scalars YAML 1.1 would turn into numbers or booleans, in keys that need another type
+    **{f"yaml11_{k.replace('.', '_')}_{i}": f"{k.split('.')[0]}:\n  {k.split('.')[1]}: {v}\n"
+       for k in ("train.seed", "train.max_steps") for i, v in enumerate(("0x10", "0o10", "1:30", "yes", "1e3"))},
+    "yaml11_list_as_number": "train:\n  augment: 010\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(YAML_STRUCTURE))
+def test_yaml_structure_is_refused_in_one_short_line(kind, sandbox, capsys):
+    """Alias bombs (refused by the expansion budget, not by running out of memory), recursive
+    aliases, duplicate keys and sections, and YAML 1.1 numbers in keys of another type: one short
+    line naming the file, the key or the value, nothing written."""
+    path = sandbox.tmp / f"{kind}.yaml"
+    path.write_text(YAML_STRUCTURE[kind])
+    message = check(sandbox, capsys, ["train", "--config", str(path), "--runs-root", "{tmp}/runs"], str(path),
+                    "train.seed", "train.max_steps", "train.augment")
+    assert len(message) < 400, message
+    if kind.startswith("dup"):
+        assert "twice" in message and "lines" in message, message
+
+
+# Scalars YAML 1.1 reads as another type (octal, sexagesimal, booleans, hex, dates, nulls in
+# words): a string key keeps the text as written.
+YAML11_TEXT = ("010", "0o17", "0x1F", "1:30", "190:20:30", "yes", "no", "on", "off", "y", "n", "True", "1_000",
+               "2001-12-14", ".inf", "-.Inf", ".NaN", "1e3", "0b101", "+12")
+
+
+@pytest.mark.parametrize("text", YAML11_TEXT)
+def test_string_keys_keep_the_text_yaml_would_reinterpret(text, tmp_path):
+    from dcgan.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  root: {text}\n  cache_dir: {text}\neval:\n  inception_weights: {text}\n"
+                    f"  split: {text}\n")
+    cfg = load_config(path)
+    assert cfg.data.root == text and cfg.data.cache_dir == text
+    assert cfg.eval.inception_weights == text and cfg.eval.split == text
+    if set(text) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+") and text[0] != ".":
+        path.write_text(f"name: {text}\n")
+        assert load_config(path).name == text  # e.g. `name: 010` names the run 010-001, not 8-001
+
+
+def test_eval_with_a_size_or_channels_mismatch_writes_no_cache(sandbox, capsys):
+    """`dcgan eval` of a 16 px grayscale checkpoint at 32 px or in RGB: refused before any real
+    data is decoded or cached (the cache folder stays absent)."""
+    cache = sandbox.tmp / "eval-cache"
+    for option, value in (("--image-size", "32"), ("--channels", "3")):
+        argv = with_option("eval", option, value) + ["--cache-dir", str(cache)]
+        message = check(sandbox, capsys, argv, option)
+        assert "does not match the checkpoint" in message
+    assert not cache.exists()
