@@ -1,122 +1,198 @@
-"""Quality against cost: the paper's recipe, each stabiliser alone, and the stable preset.
+"""Quality over long runs: the paper's recipe against each stabiliser and the stable preset.
 
-For each variant and data regime it trains on real Fashion-MNIST at 32x32 with the same seed,
-keeps a checkpoint every `--eval-every` steps and scores each (fd_clf: 2,000 generated images
-vs all 10,000 real test images, features of the project's classifier trained on all 60,000
-training images, whatever the regime; the averaged G where the run has one). It measures the variant's cost per step on
-its own in a short timing pass (so the wall-time axis does not depend on what else ran on the
-machine during the long runs). It writes a JSON of everything, the plots of score against
-images seen and against wall time, and a Markdown table.
+Each (variant, RNG seed) trains on real Fashion-MNIST at 32x32 (batch 128) for `--steps` steps,
+keeping a checkpoint every `--eval-every` steps; every kept checkpoint is then scored with one
+protocol: fd_clf, class coverage and precision/recall (k=3) of 5,000 generated images (noise
+seed 0) against all 10,000 test images, in the features of the project's classifier trained on
+the 60,000 training images. The averaged G is scored where the run has one, and for those runs
+the same checkpoint is also scored with two other ways of getting its BatchNorm statistics
+(copied from the live G; re-estimated on batches of z), which is how the docs' choice was made.
 
-    python bench/quality.py --out bench/results-quality --steps 1200          # all variants
-    python bench/quality.py --out bench/results-quality --variants paper,ema  # some; reuses done runs
-    python bench/quality.py --out bench/results-quality --report docs/quality.md   # tables + plots only
+Everything is resumable: a run that was stopped continues from its last checkpoint, a finished
+run is not trained again, and a scored checkpoint is not scored again. Results are written to
+`--out`/results.json after every score, with a 6x6 grid of samples per scored step
+(`--out`/samples/), so a later session picks up where this one stopped.
 
-Not a test: it trains for tens of minutes on a 2-core CPU.
+    python bench/quality.py --steps 5000 --seeds 0,1 --variants paper,preset      # train + score
+    python bench/quality.py --costs --variants paper,preset    # time each step alone (quiet machine)
+    python bench/quality.py --report docs/quality.md           # tables, plots, side-by-side samples
+
+Not a test: one run is 25-45 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-# variant -> config overrides (on top of configs/fashion_mnist.yaml); "paper" is the recipe itself.
+BASE = "configs/fashion_mnist.yaml"
+PRESET = "configs/fashion_mnist_stable.yaml"
+# variant -> config overrides on top of BASE; "paper" is the recipe itself, "preset" is PRESET.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
-    "ema": ["train.ema=0.999"],
-    "ttur": ["train.lr_d=0.0004", "train.lr_g=0.0001"],
-    "hinge": ["train.loss=hinge"],
-    "lsgan": ["train.loss=lsgan"],
-    "spectral": ["model.d_norm=spectral"],
-    "augment": ["train.augment=color,translation,cutout"],
-    "ema+hinge": ["train.ema=0.999", "train.loss=hinge"],
+    "ema": ["train.ema_kimg=20", "train.ema_rampup=0.05"],
+    "decay": ["train.lr_schedule=linear"],
+    "ema+decay": ["train.ema_kimg=20", "train.ema_rampup=0.05", "train.lr_schedule=linear"],
+    "r1": ["train.r1_gamma=0.1", "train.reg_every=16"],
+    "r1+r2": ["train.r1_gamma=0.1", "train.r2_gamma=0.1", "train.reg_every=16"],
+    "rpgan+r1+r2": ["train.loss=rpgan", "train.r1_gamma=0.1", "train.r2_gamma=0.1", "train.reg_every=16"],
+    "hinge+sn+d2": ["train.loss=hinge", "model.d_norm=spectral", "train.d_steps=2"],
+    "wgan-gp": ["train.loss=wgan_gp", "model.d_norm=none", "train.d_steps=5", "train.beta1=0.0",
+                "train.beta2=0.9", "train.lr_d=0.0001", "train.lr_g=0.0001"],
+    "preset": [],
 }
-PRESET = "configs/fashion_mnist_stable.yaml"
-REGIMES = {"full": 0, "2k": 2000}  # data.subset: all 60,000 training images, or the first 2,000
-
-
-def run_overrides(variant: str, regime: str, steps: int, every: int, seed: int) -> list[str]:
-    return [*VARIANTS.get(variant, []), f"data.subset={REGIMES[regime]}", f"train.max_steps={steps}",
-            f"train.seed={seed}", "eval.every=0", f"train.checkpoint_every={every}",
-            f"train.sample_every={steps}", "train.progress=false", "train.device=cpu"]
+METRICS = ["fd_clf", "coverage", "pr_clf"]
+NUM_SAMPLES, NOISE_SEED = 5000, 0
+PROTOCOL = ("fd_clf, coverage and precision/recall (k=3) of 5,000 generated images (noise seed 0) vs all "
+            "10,000 Fashion-MNIST test images at 32x32, features of the project's classifier trained on the "
+            "60,000 training images; the averaged G where the run has one")
+BN_WAYS = ("average", "copy", "recompute")  # how an averaged G gets its BN statistics (see score_run)
 
 
 def config_for(variant: str) -> str:
-    return PRESET if variant == "preset" else "configs/fashion_mnist.yaml"
+    return PRESET if variant == "preset" else BASE
 
 
-def score_run(run_dir: Path, evaluator) -> list[dict]:
-    """fd_clf of every kept checkpoint of a run (the averaged G when the run has one)."""
+def run_overrides(variant: str, steps: int, every: int, seed: int) -> list[str]:
+    return [*VARIANTS[variant], f"train.max_steps={steps}", f"train.seed={seed}", "eval.every=0",
+            f"train.checkpoint_every={every}", f"train.sample_every={every}", "train.progress=false",
+            "train.device=cpu", "train.precision=fp32"]
+
+
+def load_config(variant: str, overrides: list[str]):
+    from dcgan.config import load_config as load
+
+    return load(config_for(variant), overrides)
+
+
+# --- training (resumable) ---------------------------------------------------------------------------
+
+
+def checkpoint_step(path: Path) -> int | None:
+    if not path.is_file():
+        return None
     from dcgan.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(path)["step"])
+
+
+def train_run(variant: str, seed: int, steps: int, every: int, run_dir: Path) -> float:
+    """Train (or continue) one run to `steps`; returns the seconds spent in this call."""
+    from dcgan.train import train
+
+    last = run_dir / "checkpoints" / "last.pt"
+    done = checkpoint_step(last)
+    if done is not None and done >= steps:
+        return 0.0
+    t0 = time.perf_counter()
+    if done is None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first checkpoint: start again
+        train(load_config(variant, run_overrides(variant, steps, every, seed)), run_dir=run_dir)
+    else:
+        print(f"{variant} seed {seed}: continuing from step {done}", flush=True)
+        train(resume=run_dir)
+    return time.perf_counter() - t0
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+
+def make_evaluator():
+    from dcgan.config import load_config as load
+    from dcgan.metrics.evaluator import Evaluator
+
+    cfg = load(BASE)
+    return Evaluator(METRICS, cfg.data, split="test", num_samples=NUM_SAMPLES, seed=NOISE_SEED,
+                     z_dist=cfg.model.z_dist)
+
+
+def generators(ck: dict) -> dict[str, torch.nn.Module]:
+    """The G to score, by how its BN statistics were obtained: for a run without an averaged G just
+    {"live": G}; with one, "average" (the averaged running statistics, as stored), "copy" (the live
+    G's) and "recompute" (re-estimated on batches of z: dcgan.ema.recompute_bn_stats)."""
     from dcgan.config import from_dict
+    from dcgan.ema import recompute_bn_stats
     from dcgan.models import build_models
 
-    ckdir = run_dir / "checkpoints"
-    paths = sorted(ckdir.glob("step-*.pt")) + [ckdir / "last.pt"]
-    out = []
-    for path in paths:
-        ck = load_checkpoint(path)
-        cfg = from_dict(ck["config"])
+    cfg = from_dict(ck["config"])
+
+    def build(state: dict) -> torch.nn.Module:
         G, _ = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
-        G.load_state_dict(ck.get("G_ema", ck["G"]))
-        scores = evaluator.score_images(evaluator.generate(G.eval()))
-        out.append({"step": ck["step"], "fd_clf": scores["fd_clf"]})
+        G.load_state_dict(state)
+        return G.eval()
+
+    if "G_ema" not in ck:
+        return {"live": build(ck["G"])}
+    out = {"average": build(ck["G_ema"])}
+    copy = build(ck["G_ema"])
+    for name, buf in copy.named_buffers():
+        buf.copy_(ck["G"][name])
+    out["copy"] = copy
+    out["recompute"] = recompute_bn_stats(build(ck["G_ema"]), z_dist=cfg.model.z_dist,
+                                          batch_size=cfg.train.batch_size, seed=NOISE_SEED)
     return out
 
 
-def train_one(variant: str, regime: str, steps: int, every: int, seed: int, runs: Path) -> dict:
-    """Train one run (checkpoints every `every` steps), then score each checkpoint with one
-    protocol for every regime: 2,000 samples vs all 10,000 test images, the classifier trained
-    on all 60,000 training images (a data.subset run is scored exactly like a full one)."""
-    import dataclasses
+def save_samples(G: torch.nn.Module, path: Path) -> None:
+    from dcgan.sampling import generate, noise, save_grid
 
-    from dcgan.config import load_config
-    from dcgan.metrics.evaluator import Evaluator
-    from dcgan.train import train
+    z = noise(36, G.nz, "uniform", NOISE_SEED)
+    save_grid(generate(G, z), path, nrow=6)
 
-    cfg = load_config(config_for(variant), run_overrides(variant, regime, steps, every, seed))
-    run_dir = runs / f"{variant}-{regime}-s{seed}"
-    t0 = time.perf_counter()
-    train(cfg, run_dir=run_dir)
-    elapsed = time.perf_counter() - t0
-    evaluator = Evaluator(["fd_clf"], dataclasses.replace(cfg.data, subset=0), split="test", num_samples=2000,
-                          seed=0, z_dist=cfg.model.z_dist)
-    evals = score_run(run_dir, evaluator)
-    return {"variant": variant, "regime": regime, "seed": seed, "steps": steps, "run_dir": str(run_dir),
-            "train_s": round(elapsed, 1), "batch": cfg.train.batch_size, "evals": evals,
-            "protocol": "fd_clf: 2,000 generated (noise seed 0) vs all 10,000 Fashion-MNIST test images, "
-                        f"32x32, {evaluator.net_name('classifier')} features"}
+
+def score_run(entry: dict, run_dir: Path, evaluator, out: Path, save) -> None:
+    """Score every kept checkpoint of a run not scored yet, saving after each."""
+    from dcgan.checkpoint import load_checkpoint
+
+    scored = {e["step"] for e in entry["evals"]}
+    for path in sorted((run_dir / "checkpoints").glob("step-*.pt")) + [run_dir / "checkpoints" / "last.pt"]:
+        ck = load_checkpoint(path)
+        if ck["step"] in scored:
+            continue
+        gens = generators(ck)
+        main_g = gens.get("live") or gens["average"]
+        t = time.perf_counter()
+        scores = evaluator.score_images(evaluator.generate(main_g))
+        rec = {"step": ck["step"], "kimg": ck["step"] * entry["images_per_step"] / 1000,
+               **{k: v for k, v in scores.items() if isinstance(v, float)}}
+        if "live" not in gens:  # the BN-statistics comparison (fd_clf only)
+            rec["fd_clf_bn"] = {way: scores["fd_clf"] if way == "average" else
+                                evaluator.score_images(evaluator.generate(gens[way]))["fd_clf"] for way in BN_WAYS}
+        rec["score_s"] = round(time.perf_counter() - t, 1)
+        entry["protocol_detail"] = {k: scores[k] for k in ("features", "split", "n_real", "n_gen", "image_size")}
+        save_samples(main_g, out / "samples" / f"{entry['variant']}-s{entry['seed']}-{ck['step']:05d}.png")
+        entry["evals"].append(rec)
+        entry["evals"].sort(key=lambda e: e["step"])
+        scored.add(ck["step"])
+        print(f"  {entry['variant']} seed {entry['seed']} step {ck['step']}: fd_clf {rec['fd_clf']:.2f}"
+              + (f" (bn {rec['fd_clf_bn']})" if "fd_clf_bn" in rec else ""), flush=True)
+        save()
+
+
+# --- step cost, timed alone ---------------------------------------------------------------------------
 
 
 def step_cost(variant: str, steps: int = 30, warmup: int = 5) -> float:
-    """Seconds per training step of a variant (batch 128, 32x32, fp32, CPU), timed alone."""
-    from functools import partial
+    """Seconds per training image of a variant (32x32, batch 128, fp32, CPU), the median of `steps`
+    training iterations after `warmup`, through the same step and EMA code the training loop uses."""
+    from dcgan.data import Batches
+    from dcgan.train import build_state, build_step
 
-    from dcgan.augment import diff_augment
-    from dcgan.config import load_config
-    from dcgan.data import Batches, to_model_range
-    from dcgan.ema import ema_copy, ema_decay, ema_update
-    from dcgan.gan import DPair, GANStep
-    from dcgan.models import build_models
-
-    cfg = load_config(config_for(variant), VARIANTS.get(variant, []) + ["data.subset=4096"])
-    tc, device = cfg.train, torch.device("cpu")
-    batches = Batches(cfg.data, tc.batch_size, 0, device)
-    G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)
-    G.to(memory_format=torch.channels_last)
-    D.to(memory_format=torch.channels_last)
-    adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), foreach=True)
-    step = GANStep(G_train=G, D_pair=DPair(D), D=D, opt_G=adam(G.parameters(), lr=tc.lr_g),
-                   opt_D=adam(D.parameters(), lr=tc.lr_d), nz=cfg.model.nz, z_dist=cfg.model.z_dist,
-                   to_input=lambda x: to_model_range(x).contiguous(memory_format=torch.channels_last),
-                   loss=tc.loss, augment=diff_augment(tc.augment))
-    G_ema = ema_copy(G) if tc.ema > 0 else None
+    cfg = load_config(variant, [*VARIANTS[variant], "data.subset=4096", "train.device=cpu",
+                                "train.precision=fp32"])
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    batches = Batches(cfg.data, cfg.train.batch_size, 0, device)
+    state = build_state(cfg, device)
+    step_fn, images_per_step = build_step(cfg, state, device), cfg.train.batch_size * cfg.train.d_steps
 
     def stream():
         epoch = 0
@@ -127,165 +203,229 @@ def step_cost(variant: str, steps: int = 30, warmup: int = 5) -> float:
     data, gen, times = stream(), torch.Generator().manual_seed(0), []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        step(data, gen).tolist()  # the host sync a log step would do
-        if G_ema is not None:
-            ema_update(G_ema, G, ema_decay(tc.ema, i))
+        state.before_step(cfg.train, 5000)
+        step_fn(data, gen, state.step).tolist()  # the host sync a log step would do
+        state.after_step(cfg.train, images_per_step)
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times) / images_per_step
 
 
-# --- the report ---------------------------------------------------------------------------------
+# --- the report ---------------------------------------------------------------------------------------
 
 
-def best(evals: list[dict]) -> dict:
-    return min(evals, key=lambda e: e["fd_clf"])
+def best(evals: list[dict], key: str = "fd_clf") -> dict:
+    return min(evals, key=lambda e: e[key])
 
 
-def first_step_reaching(evals: list[dict], target: float) -> int | None:
-    return next((e["step"] for e in evals if e["fd_clf"] <= target), None)
+def last_third(evals: list[dict]) -> list[float]:
+    end = evals[-1]["step"]
+    return [e["fd_clf"] for e in evals if e["step"] > 2 * end / 3]
 
 
-def spread_last_third(evals: list[dict]) -> float:
-    tail = [e["fd_clf"] for e in evals if e["step"] > 2 * evals[-1]["step"] / 3]
-    return statistics.pstdev(tail) if len(tail) > 1 else float("nan")
+def summarise(data: dict, steps: int) -> dict[str, dict]:
+    """Per variant, over its finished seeds, cut at `steps`: best fd_clf and its step, the score at
+    the end, the spread over the last third, coverage / precision / recall at the end."""
+    out: dict[str, dict] = {}
+    for v in VARIANTS:
+        runs = [r for r in data["runs"].values() if r["variant"] == v and r["evals"]
+                and max(e["step"] for e in r["evals"]) >= steps]
+        if not runs:
+            continue
+        cut = [[e for e in r["evals"] if e["step"] <= steps] for r in runs]
+        bests = [best(ev) for ev in cut]
+        out[v] = {
+            "seeds": [r["seed"] for r in runs],
+            "best": statistics.mean(b["fd_clf"] for b in bests),
+            "best_each": [round(b["fd_clf"], 2) for b in bests],
+            "best_step": [b["step"] for b in bests],
+            "end": statistics.mean(ev[-1]["fd_clf"] for ev in cut),
+            "end_each": [round(ev[-1]["fd_clf"], 2) for ev in cut],
+            "spread": statistics.mean(statistics.pstdev(last_third(ev)) for ev in cut),
+            "coverage": statistics.mean(ev[-1]["coverage"] for ev in cut),
+            "precision": statistics.mean(ev[-1]["precision_clf"] for ev in cut),
+            "recall": statistics.mean(ev[-1]["recall_clf"] for ev in cut),
+            "cost": data["costs"].get(v),
+        }
+    return out
 
 
-def plot(results: list[dict], costs: dict[str, float], out_dir: Path) -> list[Path]:
+def table(summary: dict[str, dict]) -> list[str]:
+    paper = summary.get("paper")
+    lines = ["| variant | seeds | best fd_clf (mean) | each seed | step of best | best / recipe | at the end "
+             "| end / own best | spread, last third | coverage | precision | recall | ms / image | cost / recipe |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, s in summary.items():
+        ratio = f"{s['best'] / paper['best']:.2f}" if paper else "-"
+        cost = f"{s['cost'] * 1000:.2f}" if s["cost"] else "-"
+        cost_ratio = f"{s['cost'] / paper['cost']:.2f}x" if s["cost"] and paper and paper["cost"] else "-"
+        lines.append(f"| {v} | {len(s['seeds'])} | {s['best']:.2f} | {', '.join(map(str, s['best_each']))} | "
+                     f"{', '.join(map(str, s['best_step']))} | {ratio} | {s['end']:.2f} | {s['end'] / s['best']:.2f} | "
+                     f"{s['spread']:.2f} | {s['coverage']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                     f"{cost} | {cost_ratio} |")
+    return lines
+
+
+def bn_table(data: dict) -> list[str]:
+    """fd_clf of averaged G's with each way of getting BN statistics, mean over their checkpoints."""
+    rows = []
+    for key, r in sorted(data["runs"].items()):
+        evs = [e for e in r["evals"] if "fd_clf_bn" in e]
+        if evs:
+            means = {w: statistics.mean(e["fd_clf_bn"][w] for e in evs) for w in BN_WAYS}
+            bests = {w: min(e["fd_clf_bn"][w] for e in evs) for w in BN_WAYS}
+            rows.append(f"| {key} | {len(evs)} | " + " | ".join(f"{means[w]:.2f} / {bests[w]:.2f}" for w in BN_WAYS)
+                        + " |")
+    if not rows:
+        return []
+    return ["| run | checkpoints | " + " | ".join(f"{w}: mean / best" for w in BN_WAYS) + " |",
+            "|---|---:|" + "---:|" * len(BN_WAYS), *rows]
+
+
+def plot(data: dict, steps: int, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    for regime in REGIMES:
-        rows = [r for r in results if r["regime"] == regime and r["seed"] == 0]
-        if not rows:
-            continue
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        for r in rows:
-            steps = [e["step"] for e in r["evals"]]
-            fd = [e["fd_clf"] for e in r["evals"]]
-            style = dict(lw=2.5, color="black") if r["variant"] == "paper" else \
-                dict(lw=2.5, color="tab:red") if r["variant"] == "preset" else dict(lw=1, alpha=0.8)
-            a1.plot([s * r["batch"] / 1000 for s in steps], fd, label=r["variant"], **style)
-            a2.plot([s * costs[r["variant"]] / 60 for s in steps], fd, label=r["variant"], **style)
-        for ax, xl in ((a1, "thousands of real images shown to D (kimg)"), (a2, "training wall time, minutes "
-                                                                                  "(steps x timed step cost)")):
-            ax.set_yscale("log")
-            ax.set_xlabel(xl)
-            ax.set_ylabel("fd_clf (lower is better)")
-            ax.grid(alpha=0.3)
-        a1.legend(fontsize=8)
-        data = "all 60,000" if regime == "full" else "the first 2,000"
-        fig.suptitle(f"Fashion-MNIST 32x32, {data} training images, seed 0: fd_clf of 2,000 samples vs the "
-                     "10,000 test images (classifier features)", fontsize=9)
-        fig.tight_layout()
-        path = out_dir / f"quality-{regime}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, v in enumerate(VARIANTS):
+        runs = [r for r in data["runs"].values() if r["variant"] == v and r["evals"]]
+        for j, r in enumerate(sorted(runs, key=lambda r: r["seed"])):
+            ev = [e for e in r["evals"] if e["step"] <= steps]
+            style = dict(color="black" if v == "paper" else "tab:red" if v == "preset" else colours[i % 10],
+                         lw=2.2 if v in ("paper", "preset") else 1.1, ls="-" if j == 0 else "--",
+                         label=v if j == 0 else None)
+            a1.plot([e["kimg"] for e in ev], [e["fd_clf"] for e in ev], **style)
+            cost = data["costs"].get(v)
+            if cost:
+                a2.plot([e["kimg"] * 1000 * cost / 60 for e in ev], [e["fd_clf"] for e in ev], **style)
+    for ax, xl in ((a1, "thousands of real images shown to D (kimg)"),
+                   (a2, "training wall time, minutes (images x the variant's timed cost per image)")):
+        ax.set_yscale("log")
+        ax.set_xlabel(xl, fontsize=8)
+        ax.set_ylabel("fd_clf (lower is better)")
+        ax.grid(alpha=0.3, which="both")
+    a1.legend(fontsize=7, ncol=2)
+    fig.suptitle("Fashion-MNIST 32x32, batch 128: fd_clf of 5,000 samples vs the 10,000 test images "
+                 "(classifier features); solid seed 0, dashed seed 1", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
-def table(results: list[dict], costs: dict[str, float], regime: str) -> list[str]:
-    rows = [r for r in results if r["regime"] == regime]
-    paper = [r for r in rows if r["variant"] == "paper"]
-    if not paper:
-        return []
-    paper_best = statistics.mean(best(r["evals"])["fd_clf"] for r in paper)
-    paper_t = statistics.mean(first_step_reaching(r["evals"], best(r["evals"])["fd_clf"]) for r in paper)
-    lines = ["| variant | seeds | best fd_clf (mean) | best / paper | step of best | first step at paper's best "
-             "| time to paper's best | s/step | cost / paper | spread, last third |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    order = ["paper", *[v for v in VARIANTS if v != "paper"], "preset"]
-    for v in order:
-        rs = [r for r in rows if r["variant"] == v]
-        if not rs:
-            continue
-        bests = [best(r["evals"]) for r in rs]
-        mean_best = statistics.mean(b["fd_clf"] for b in bests)
-        sd = f" +- {statistics.stdev(b['fd_clf'] for b in bests):.2f}" if len(rs) > 1 else ""
-        reach = [first_step_reaching(r["evals"], paper_best) for r in rs]
-        reach_s = ", ".join("never" if s is None else str(s) for s in reach)
-        t = [s * costs[v] for s in reach if s is not None]
-        t_s = f"{statistics.mean(t) / 60:.1f} min ({paper_t * costs['paper'] / statistics.mean(t):.2f}x the paper's speed)" \
-            if t and len(t) == len(reach) else "not reached"
-        spread = statistics.mean(spread_last_third(r["evals"]) for r in rs)
-        lines.append(f"| {v} | {len(rs)} | {mean_best:.2f}{sd} | {mean_best / paper_best:.2f} | "
-                     f"{', '.join(str(b['step']) for b in bests)} | {reach_s} | {t_s} | {costs[v]:.3f} | "
-                     f"{costs[v] / costs['paper']:.2f}x | {spread:.2f} |")
-    return lines
+def side_by_side(out: Path, step: int, variants: tuple[str, ...], seed: int, path: Path) -> Path | None:
+    """The committed sample grids of `variants` at `step`, next to each other with a label."""
+    from PIL import Image, ImageDraw
+
+    tiles = [(v, out / "samples" / f"{v}-s{seed}-{step:05d}.png") for v in variants]
+    if not all(p.is_file() for _, p in tiles):
+        return None
+    images = [Image.open(p).convert("RGB") for _, p in tiles]
+    w, h = images[0].size
+    scale = 2
+    canvas = Image.new("RGB", (len(images) * (w * scale + 10) - 10, h * scale + 22), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, ((v, _), im) in enumerate(zip(tiles, images)):
+        x = i * (w * scale + 10)
+        canvas.paste(im.resize((w * scale, h * scale), Image.NEAREST), (x, 22))
+        draw.text((x + 2, 4), f"{v}, seed {seed}, step {step}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
 
 
-def truncate(results: list[dict]) -> list[dict]:
-    """Compare runs at equal steps: cut each regime's runs at the shortest run's last step."""
-    out = []
-    for regime in REGIMES:
-        rows = [r for r in results if r["regime"] == regime]
-        if rows:
-            last = min(r["steps"] for r in rows)
-            out += [{**r, "steps": last, "evals": [e for e in r["evals"] if e["step"] <= last]} for r in rows]
-    return out
-
-
-def report(out: Path, doc: Path) -> None:
+def report(out: Path, doc: Path, steps: int) -> None:
     data = json.loads((out / "results.json").read_text())
-    results, costs = truncate(data["runs"]), data["costs"]
-    figs = plot(results, costs, doc.parent / "figures")
-    lines = [f"<!-- generated by bench/quality.py --report {doc} from {out / 'results.json'} -->", ""]
-    for regime in REGIMES:
-        t = table(results, costs, regime)
-        if t:
-            data_s = "all 60,000 training images" if regime == "full" else "the first 2,000 training images"
-            lines += [f"### {data_s}", "", *t, ""]
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figs]
+    summary = summarise(data, steps)
+    fig = plot(data, steps, doc.parent / "figures" / "quality-long.png")
+    sbs = side_by_side(out, steps, ("paper", "preset"), 0, doc.parent / "figures" / "quality-samples.png")
+    lines = [f"<!-- generated by `python bench/quality.py --report {doc} --steps {steps}` from "
+             f"{out / 'results.json'} -->", "", *table(summary), ""]
+    bn = bn_table(data)
+    if bn:
+        lines += ["BatchNorm statistics of the averaged G (fd_clf over each run's checkpoints):", "", *bn, ""]
+    lines += [f"![fd_clf against images and time](figures/{fig.name})", ""]
+    if sbs:
+        lines += [f"![samples at step {steps}](figures/{sbs.name})", ""]
+    lines += [f"Machine (training): {data.get('machine', '?')}. Costs timed alone: {data.get('costs_machine', '?')}."]
     (out / "tables.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print("\n".join(lines))
+
+
+# --- main ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="bench/results-quality", help="results folder (default bench/results-quality)")
-    ap.add_argument("--variants", default=",".join([*VARIANTS, "preset"]), help="comma-separated (default all)")
-    ap.add_argument("--regimes", default="full,2k", help="full and/or 2k (default both)")
-    ap.add_argument("--seeds", default="0", help="comma-separated RNG seeds (default 0)")
-    ap.add_argument("--steps", type=int, default=1200, help="training steps per run (default 1200)")
-    ap.add_argument("--eval-every", type=int, default=100, help="steps between scores (default 100)")
-    ap.add_argument("--runs", default="/tmp/dcgan-quality-runs", help="where the runs go (default /tmp/...)")
+    ap.add_argument("--out", default="bench/results-quality-5k", help="results folder (default bench/results-quality-5k)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default all)")
+    ap.add_argument("--seeds", default="0,1", help="comma-separated RNG seeds (default 0,1)")
+    ap.add_argument("--steps", type=int, default=5000, help="training steps per run (default 5000)")
+    ap.add_argument("--eval-every", type=int, default=500, help="steps between scored checkpoints (default 500)")
+    ap.add_argument("--runs", default=os.path.expanduser("~/.cache/dcgan/quality-runs"),
+                    help="where the runs and their checkpoints go (default ~/.cache/dcgan/quality-runs)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (default 1: does not collapse when other work shares the CPU)")
     ap.add_argument("--report", metavar="DOC", help="only write tables and plots (figures next to DOC)")
-    ap.add_argument("--costs", action="store_true",
-                    help="only time each variant's step (run it on a quiet machine), then stop")
+    ap.add_argument("--costs", action="store_true", help="only time each variant's step alone, then stop")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
-        report(out, Path(args.report))
+        report(out, Path(args.report), args.steps)
         return
+    torch.set_num_threads(args.threads)
     path = out / "results.json"
-    data = json.loads(path.read_text()) if path.is_file() else {"runs": [], "costs": {}}
+    data = json.loads(path.read_text()) if path.is_file() else {"protocol": PROTOCOL, "runs": {}, "costs": {}}
+
+    def save() -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; use any of {', '.join(VARIANTS)}")
     if args.costs:
-        for variant in args.variants.split(","):
-            data["costs"][variant] = round(step_cost(variant), 4)
-            print(f"{variant}: {data['costs'][variant]:.3f} s/step", flush=True)
-        data["costs_machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-        path.write_text(json.dumps(data, indent=1))
+        for v in variants:
+            data["costs"][v] = round(step_cost(v), 7)
+            print(f"{v}: {data['costs'][v] * 1000:.3f} ms/image", flush=True)
+        data["costs_machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} "
+                                 f"threads, torch {torch.__version__}, median of 30 steps after 5 warm-up steps, "
+                                 "nothing else running")
+        save()
         return
-    for variant in args.variants.split(","):
-        for regime in args.regimes.split(","):
-            for seed in map(int, args.seeds.split(",")):
-                key = (variant, regime, seed)
-                if any((r["variant"], r["regime"], r["seed"]) == key for r in data["runs"]):
-                    continue
-                res = train_one(variant, regime, args.steps, args.eval_every, seed, Path(args.runs))
-                data["runs"].append(res)
-                b = best(res["evals"])
-                print(f"{variant} {regime} seed {seed}: best fd_clf {b['fd_clf']:.2f} at step {b['step']} "
-                      f"(trained in {res['train_s']:.0f} s)", flush=True)
-                data["machine"] = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, "
-                                   f"torch {torch.__version__}")
-                path.write_text(json.dumps(data, indent=1))
-    path.write_text(json.dumps(data, indent=1))
+    evaluator = None
+    for seed in map(int, args.seeds.split(",")):
+        for v in variants:
+            key = f"{v}-s{seed}"
+            run_dir = Path(args.runs) / key
+            entry = data["runs"].get(key)
+            if entry and entry["steps"] >= args.steps and entry.get("scored") and \
+                    max(e["step"] for e in entry["evals"]) >= args.steps:
+                continue
+            cfg = load_config(v, run_overrides(v, args.steps, args.eval_every, seed))
+            entry = entry or {"variant": v, "seed": seed, "evals": [], "train_s": 0.0,
+                              "overrides": VARIANTS[v], "config": config_for(v)}
+            entry.update(steps=args.steps, run_dir=str(run_dir), scored=False,
+                         images_per_step=cfg.train.batch_size * cfg.train.d_steps)
+            data["runs"][key] = entry
+            entry["train_s"] = round(entry["train_s"] + train_run(v, seed, args.steps, args.eval_every, run_dir), 1)
+            data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} "
+                               f"threads, torch {torch.__version__}")
+            save()
+            evaluator = evaluator or make_evaluator()
+            score_run(entry, run_dir, evaluator, out, save)
+            entry["scored"] = True
+            save()
+            b = best(entry["evals"])
+            print(f"{key}: best fd_clf {b['fd_clf']:.2f} at step {b['step']}, end {entry['evals'][-1]['fd_clf']:.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from dcgan import gan
 from dcgan.checkpoint import load_checkpoint, load_models, save_checkpoint
 from dcgan.errors import CheckpointError, DCGANError
 from dcgan.runs import read_metrics
@@ -112,15 +111,16 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_d_loss, real_g_loss = gan.LOSSES["bce"]
+    from dcgan.losses import objectives
 
-    def d_loss_goes_nan(r, f):
+    calls = {"n": 0}
+
+    def d_loss_goes_nan(self, r, f):
         calls["n"] += 1
-        loss = real_d_loss(r, f)
+        loss = objectives.d_loss(r, f)
         return loss * float("nan") if calls["n"] > 5 else loss
 
-    monkeypatch.setitem(gan.LOSSES, "bce", (d_loss_goes_nan, real_g_loss))
+    monkeypatch.setattr(objectives.NonSaturating, "d_loss", d_loss_goes_nan)
     with pytest.raises(TrainingDiverged, match="NaN/inf before step 6; the last good checkpoint is"):
         train(tiny_cfg(), run_dir=tmp_path / "r")
     ck = load_checkpoint(tmp_path / "r")

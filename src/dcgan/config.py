@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .losses import LOSSES
 from .metrics import registry
 from .safe_yaml import YamlRefused, YamlText
 from .safe_yaml import load as load_yaml
@@ -68,8 +69,15 @@ class TrainConfig:
     d_steps: int = 1  # D updates per iteration
     g_steps: int = 1  # G updates per iteration
     seed: int = 0  # RNG seed: weights, data order and noise are functions of it
-    loss: str = "bce"  # bce (paper: non-saturating GAN loss) | hinge (Lim & Ye 2017) | lsgan (Mao et al. 2017)
-    ema: float = 0.0  # decay of an EMA copy of G (Yazici et al. 2019), e.g. 0.999; 0 = off; warm-up min(decay, (1+t)/(10+t))
+    loss: str = "bce"  # the GAN loss, one of dcgan.losses.LOSSES (bce is the paper's)
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 E||grad D(x)||^2 on real images (Mescheder et al. 2018); 0 = off
+    r2_gamma: float = 0.0  # R2: the same penalty on fake images (R3GAN, Huang et al. 2024); 0 = off
+    reg_every: int = 1  # lazy R1/R2: every k D steps, scaled by k (StyleGAN2 uses 16)
+    lr_schedule: str = "constant"  # constant (paper) | linear (to 0 at the last step; SNGAN, Mimicry) | cosine (to 0)
+    lr_warmup: int = 0  # steps of linear learning-rate warm-up from 0 (0 = none)
+    ema: float = 0.0  # decay of an EMA copy of G per step (Yazici et al. 2019), e.g. 0.999; 0 = off; warm-up min(decay, (1+t)/(10+t))
+    ema_kimg: float = 0.0  # EMA of G stated in images: half-life in thousands of images (StyleGAN2's ema_kimg); 0 = off
+    ema_rampup: float = 0.0  # with ema_kimg: half-life at most this fraction of the images seen so far (StyleGAN2: 0.05); 0 = none
     augment: list[str] = field(default_factory=list)  # DiffAugment (Zhao et al. 2020) on real and fake: color, translation, cutout
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
@@ -124,7 +132,7 @@ _CHOICES: dict[str, tuple] = {
     "model.d_head": ("conv", "avgpool"),
     "model.z_dist": ("uniform", "normal"),
     "model.d_norm": ("batch", "spectral", "none"),
-    "train.loss": ("bce", "hinge", "lsgan"),
+    "train.lr_schedule": ("constant", "linear", "cosine"),
     "train.batch_size_scope": ("per_rank", "global"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.channels_last": ("auto", "true", "false"),
@@ -132,11 +140,12 @@ _CHOICES: dict[str, tuple] = {
 _POSITIVE = (
     "model.nz", "model.ngf", "model.ndf", "train.batch_size", "train.d_steps", "train.g_steps",
     "train.log_every", "train.sample_every", "train.num_fixed", "eval.num_samples",
-    "eval.classifier_epochs",
+    "eval.classifier_epochs", "train.reg_every",
 )
 _NON_NEGATIVE = (
     "data.subset", "train.epochs", "train.max_steps", "train.checkpoint_every", "eval.every",
-    "train.weight_decay", "train.seed", "eval.seed",
+    "train.weight_decay", "train.seed", "eval.seed", "train.r1_gamma", "train.r2_gamma", "train.lr_warmup",
+    "train.ema_kimg", "train.ema_rampup",
 )
 # Upper bounds: beyond them a value is a typo or runs the machine out of memory or processes.
 _MAX: dict[str, int | float] = {
@@ -151,6 +160,11 @@ _MAX: dict[str, int | float] = {
     "eval.seed": 2**32 - 1,
     "train.lr_g": 1.0,
     "train.lr_d": 1.0,
+    "train.r1_gamma": 1e4,
+    "train.r2_gamma": 1e4,
+    "train.reg_every": 1000,
+    "train.ema_kimg": 1e6,  # a thousand million images
+    "train.ema_rampup": 1.0,
     "train.weight_decay": 1.0,
 }
 INT_LIMIT = 2**63 - 1  # every integer must fit in 64 bits (tensors, checkpoints)
@@ -217,8 +231,17 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f"{key}={show(flat[key])} is not supported; use one of {', '.join(map(str, allowed))}"
             )
-    if not 0 <= cfg.train.ema < 1:
-        raise ConfigError(f"train.ema={cfg.train.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
+    tc = cfg.train
+    if tc.loss not in LOSSES:
+        raise ConfigError(f"train.loss={tc.loss!r} is not a loss; use one of {', '.join(LOSSES)}")
+    if not 0 <= tc.ema < 1:
+        raise ConfigError(f"train.ema={tc.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
+    if tc.ema > 0 and tc.ema_kimg > 0:
+        raise ConfigError(f"train.ema={tc.ema!r} and train.ema_kimg={tc.ema_kimg!r} both set an average of G; "
+                          "keep one (set the other to 0)")
+    if tc.precision == "fp16" and (tc.r1_gamma > 0 or tc.r2_gamma > 0 or tc.loss == "wgan_gp"):
+        raise ConfigError("gradient penalties (train.r1_gamma, train.r2_gamma, train.loss=wgan_gp) do not run "
+                          "under the fp16 grad scaler; use train.precision=bf16 or fp32")
     for policy in cfg.train.augment:
         if policy not in ("color", "translation", "cutout"):
             raise ConfigError(f"train.augment has {show(policy)}; use any of color, translation, cutout (or none)")
@@ -450,7 +473,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
 def describe_keys() -> list[tuple[str, Any, str]]:
     """(key, default, explanation) for every config key, read from the schema above: the
     explanation is the comment on the field's line, so the schema documents itself once."""
-    return [(k, list(d) if isinstance(d, list) else d, doc) for k, d, doc in _describe_keys()]
+    tables = {"train.loss": LOSSES}  # keys whose values are a registry's entries: list them all
+    return [(k, list(d) if isinstance(d, list) else d, f"{doc}: {tables[k].help()}" if k in tables else doc)
+            for k, d, doc in _describe_keys()]
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,12 +1,11 @@
-"""The GAN algorithm: losses and one training iteration (D steps, then G steps).
+"""The GAN algorithm: one training iteration (D steps, then G steps) over a loss object.
 
-The paper's loss (`train.loss=bce`, the default) is the original GAN's with G's
-non-saturating form (Goodfellow et al. 2014, as used by the paper's code), computed from
-logits with BCE-with-logits for numerical stability:
-    L_D = BCE(D(x), 1) + BCE(D(G(z)), 0)
-    L_G = BCE(D(G(z)), 1)
-Beyond the paper, `LOSSES` also holds the hinge loss (Lim & Ye 2017; Miyato et al. 2018) and
-the least-squares loss (Mao et al. 2017).
+The losses (`train.loss`; the paper's is `bce`) live in `dcgan.losses`, declared once in its
+`LOSSES` table; each sees D and the real and fake batches. On top of any loss, the zero-centred
+gradient penalties R1 (real images, `train.r1_gamma`) and R2 (fake images, `train.r2_gamma`)
+can be added to D's loss as gamma / 2 * E||grad_x D(x)||^2, lazily: every `train.reg_every` D
+steps, scaled by that interval (StyleGAN2's lazy regularisation), in the same forward pass as
+D's loss. The gradient is taken with respect to the images before augmentation.
 D sees the real and the fake batch in separate forward passes, so BatchNorm normalises each
 batch on its own statistics, as in the paper's code and pytorch/examples.
 
@@ -20,61 +19,27 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .losses import build_loss
+from .losses.objectives import Loss, zero_centred_penalty
 from .models import sample_z
 
 
-def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-
-
-def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    # Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-
-
-def hinge_g_loss(fake: torch.Tensor) -> torch.Tensor:
-    return -fake.mean()
-
-
-def lsgan_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    # Mao et al. 2017, the 0-1 coding: D pulls real outputs to 1 and fake ones to 0.
-    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake ** 2).mean()
-
-
-def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
-    return 0.5 * ((fake - 1) ** 2).mean()
-
-
-# train.loss -> (D's loss of (real outputs, fake outputs), G's loss of fake outputs)
-LOSSES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                        Callable[[torch.Tensor], torch.Tensor]]] = {
-    "bce": (d_loss, g_loss),  # the paper
-    "hinge": (hinge_d_loss, hinge_g_loss),
-    "lsgan": (lsgan_d_loss, lsgan_g_loss),
-}
-
-
 class DPair(nn.Module):
-    """D on a real and a fake batch, as two forward passes inside one module call.
+    """D on a real and a fake batch (and any further batch a loss needs), as separate forward
+    passes inside one module call.
 
     One call per D update keeps DistributedDataParallel to one forward per backward while BN
-    still sees the two batches separately.
+    still sees each batch separately.
     """
 
     def __init__(self, D: nn.Module) -> None:
         super().__init__()
         self.D = D
 
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.D(real), self.D(fake)
+    def forward(self, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.D(x) for x in batches)
 
 
 class GANStep:
@@ -91,16 +56,18 @@ class GANStep:
                  autocast: Callable[[], object] = nullcontext,
                  scaler: torch.amp.GradScaler | None = None,
                  to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-                 loss: str = "bce",
-                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> None:
+                 loss: str | Loss = "bce",
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 r1_gamma: float = 0.0, r2_gamma: float = 0.0, reg_every: int = 1) -> None:
         self.G, self.D_pair, self.D = G_train, D_pair, D
-        self.d_loss, self.g_loss = LOSSES[loss]
+        self.loss = build_loss(loss) if isinstance(loss, str) else loss
         # DiffAugment: the same differentiable augmentation for every image D sees, real or fake.
         self.augment = augment or (lambda x, g: x)
         self.opt_G, self.opt_D = opt_G, opt_D
         self.nz, self.z_dist = nz, z_dist
         self.d_steps, self.g_steps = d_steps, g_steps
         self.autocast, self.scaler, self.to_input = autocast, scaler, to_input
+        self.r1_gamma, self.r2_gamma, self.reg_every = r1_gamma, r2_gamma, reg_every
 
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         if self.scaler is not None:
@@ -110,8 +77,27 @@ class GANStep:
             loss.backward()
             opt.step()
 
-    def __call__(self, batches: Iterator[torch.Tensor], noise: torch.Generator) -> torch.Tensor:
-        """Run one iteration on the next `d_steps` real batches (uint8, on the device).
+    def _d_update(self, real: torch.Tensor, fake: torch.Tensor, noise: torch.Generator, d_index: int):
+        """One D update on a real and a (detached) fake batch; R1/R2 when `d_index` is due."""
+        due = d_index % self.reg_every == 0
+        r1, r2 = (self.r1_gamma > 0 and due), (self.r2_gamma > 0 and due)
+        # The penalties differentiate D's outputs w.r.t. the images before augmentation.
+        real = real.detach().requires_grad_(True) if r1 else real
+        fake = fake.detach().requires_grad_(True) if r2 else fake.detach()
+        with self.autocast():
+            loss_d, real_logits, fake_logits = self.loss.d_step(
+                self.D_pair, self.augment(real, noise), self.augment(fake, noise), noise)
+            if r1:  # lazy: every reg_every D steps, scaled by the interval
+                loss_d = loss_d + self.r1_gamma / 2 * self.reg_every * zero_centred_penalty(real_logits, real)
+            if r2:
+                loss_d = loss_d + self.r2_gamma / 2 * self.reg_every * zero_centred_penalty(fake_logits, fake)
+        self.opt_D.zero_grad(set_to_none=True)
+        self._backward_step(loss_d, self.opt_D)
+        return loss_d, real_logits, fake_logits
+
+    def __call__(self, batches: Iterator[torch.Tensor], noise: torch.Generator, step: int = 0) -> torch.Tensor:
+        """Run iteration `step` on the next `d_steps` real batches (uint8, on the device); the step
+        number only decides when lazy R1/R2 are due.
 
         Returns the detached stats [loss_d, loss_g, D(x), D(G(z)) before, D(G(z)) after].
         """
@@ -125,10 +111,7 @@ class GANStep:
                 # The last fake batch keeps its graph so that G's first step can reuse it.
                 with torch.no_grad() if not last else nullcontext():
                     fake = self.G(z)
-                real_logits, fake_logits = self.D_pair(self.augment(real, noise), self.augment(fake.detach(), noise))
-                loss_d = self.d_loss(real_logits.float(), fake_logits.float())
-            self.opt_D.zero_grad(set_to_none=True)
-            self._backward_step(loss_d, self.opt_D)
+            loss_d, real_logits, fake_logits = self._d_update(real, fake, noise, step * self.d_steps + k)
 
         self.D.requires_grad_(False)
         for k in range(self.g_steps):
@@ -137,8 +120,9 @@ class GANStep:
                 with self.autocast():
                     fake = self.G(z)
             with self.autocast():
-                fake_logits_after = self.D(self.augment(fake, noise))
-                loss_g = self.g_loss(fake_logits_after.float())
+                fake_in = self.augment(fake, noise)
+                real_in = self.augment(real, noise) if self.loss.uses_real_in_g else None
+                loss_g, fake_logits_after = self.loss.g_step(self.D, fake_in, real_in, noise)
             self.opt_G.zero_grad(set_to_none=True)
             self._backward_step(loss_g, self.opt_G)
         self.D.requires_grad_(True)

@@ -30,10 +30,10 @@ from . import __version__
 from . import distributed as dist_utils
 from .augment import diff_augment
 from .checkpoint import load_state, save_checkpoint
-from .config import Config, from_dict, save_config
+from .config import Config, TrainConfig, from_dict, save_config
 from .data import Batches, to_model_range
 from .devices import pick_device
-from .ema import ema_copy, ema_decay, ema_update
+from .ema import ema_beta, ema_copy, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
@@ -51,6 +51,7 @@ from .runs import (
     plot_scores,
 )
 from .sampling import generate, noise, save_grid
+from .schedule import lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,24 @@ class TrainState:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     fixed_z: torch.Tensor
-    G_ema: torch.nn.Module | None = None  # the averaged G (train.ema > 0)
+    G_ema: torch.nn.Module | None = None  # the averaged G (train.ema or train.ema_kimg > 0)
     step: int = 0
     position: DataPosition = field(default_factory=DataPosition)
     best: dict[str, Any] | None = None
+
+    def before_step(self, tc: TrainConfig, total_steps: int) -> None:
+        """Set both learning rates for the step about to run (`train.lr_schedule`, a function of the step)."""
+        if tc.lr_schedule != "constant" or tc.lr_warmup:
+            f = lr_factor(tc.lr_schedule, self.step, total_steps, tc.lr_warmup)
+            set_lr(self.opt_G, tc.lr_g * f)
+            set_lr(self.opt_D, tc.lr_d * f)
+
+    def after_step(self, tc: TrainConfig, images_per_step: int) -> None:
+        """Average G into G_ema after the step just run, then count it."""
+        if self.G_ema is not None:
+            ema_update(self.G_ema, self.G, ema_beta(decay=tc.ema, kimg=tc.ema_kimg, rampup=tc.ema_rampup,
+                                                    step=self.step, images_per_step=images_per_step))
+        self.step += 1
 
     @property
     def G_eval(self) -> torch.nn.Module:
@@ -336,9 +351,62 @@ def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: 
     return metrics
 
 
+def _memory_format(tc: TrainConfig, device: torch.device) -> torch.memory_format:
+    # channels_last: measured faster with oneDNN on CPU and cuDNN on CUDA (BENCHMARKS.md).
+    channels_last = tc.channels_last == "true" or (tc.channels_last == "auto" and device.type in ("cuda", "cpu"))
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def build_state(cfg: Config, device: torch.device) -> TrainState:
+    """Fresh networks (seed the global RNG first), their Adam optimisers, the fixed noise and the
+    averaged G when asked for: the state at step 0."""
+    tc, mc = cfg.train, cfg.model
+    G, D = build_models(mc, cfg.data.image_size, cfg.data.channels)
+    mem_format = _memory_format(tc, device)
+    G.to(device, memory_format=mem_format)
+    D.to(device, memory_format=mem_format)
+    adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
+                   **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    return TrainState(G, D, adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d),
+                      fixed_z=noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed),
+                      G_ema=ema_copy(G) if tc.ema > 0 or tc.ema_kimg > 0 else None)
+
+
+def build_step(cfg: Config, state: TrainState, device: torch.device,
+               info: dist_utils.DistInfo | None = None) -> GANStep:
+    """The training iteration over `state`'s networks, wrapped for several processes, precision
+    and compilation as the config says, with its loss, penalties and augmentation."""
+    tc, mc = cfg.train, cfg.model
+    info = info or dist_utils.DistInfo()
+    G, D = state.G, state.D
+    mem_format = _memory_format(tc, device)
+    G_train, D_pair = G, DPair(D)
+    if tc.sync_bn and info.enabled:
+        if device.type != "cuda":
+            raise DCGANError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             "set train.sync_bn=false")
+        G_train = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D_pair = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D_pair)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, D_pair = DDP(G_train, device_ids=ids), DDP(D_pair, device_ids=ids)
+    if tc.compile:
+        G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+    autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext
+    return GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=state.opt_G, opt_D=state.opt_D, nz=mc.nz,
+                   z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
+                   scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
+                   to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format),
+                   loss=tc.loss, augment=diff_augment(tc.augment),
+                   r1_gamma=tc.r1_gamma, r2_gamma=tc.r2_gamma, reg_every=tc.reg_every)
+
+
 def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
     cfg = plan.cfg
-    tc, mc = cfg.train, cfg.model
+    tc = cfg.train
     run_dir = Path(dist_utils.broadcast_object(str(plan.run_dir), info))  # every rank: rank 0's choice
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -359,45 +427,13 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
     # Construct networks and optimisers (§4: Adam, lr 2e-4, beta1 0.5). Seeded right before the
     # init: loading data may draw from the global RNG and must not change the initial weights.
     torch.manual_seed(tc.seed)
-    G, D = build_models(mc, cfg.data.image_size, cfg.data.channels)
-    # channels_last: measured faster with oneDNN on CPU and cuDNN on CUDA (BENCHMARKS.md).
-    channels_last = tc.channels_last == "true" or (tc.channels_last == "auto" and device.type in ("cuda", "cpu"))
-    mem_format = torch.channels_last if channels_last else torch.contiguous_format
-    G.to(device, memory_format=mem_format)
-    D.to(device, memory_format=mem_format)
-    adam = partial(torch.optim.Adam, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay,
-                   **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    state = TrainState(G, D, adam(G.parameters(), lr=tc.lr_g), adam(D.parameters(), lr=tc.lr_d),
-                       fixed_z=noise(tc.num_fixed, mc.nz, mc.z_dist, tc.seed),
-                       G_ema=ema_copy(G) if tc.ema > 0 else None)
+    state = build_state(cfg, device)
     if plan.resume_ckpt is not None:
         _restore(state, plan, info, per_rank_batch)
     state.fixed_z = state.fixed_z.to(device)
     meta = {"version": __version__, "torch": str(torch.__version__), "world": info.world,
             "per_rank_batch": per_rank_batch, "image_size": cfg.data.image_size, "channels": cfg.data.channels}
-
-    # Wrap for several processes, precision and compilation.
-    G_train, D_pair = G, DPair(D)
-    if tc.sync_bn and info.enabled:
-        if device.type != "cuda":
-            raise DCGANError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
-                             "set train.sync_bn=false")
-        G_train = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        D_pair = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D_pair)
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        G_train, D_pair = DDP(G_train, device_ids=ids), DDP(D_pair, device_ids=ids)
-    if tc.compile:
-        G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
-    autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext
-    step_fn = GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=state.opt_G, opt_D=state.opt_D, nz=mc.nz,
-                      z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
-                      scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
-                      to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format),
-                      loss=tc.loss, augment=diff_augment(tc.augment))
+    step_fn = build_step(cfg, state, device, info)
 
     # Evaluation: rank 0 builds it (it may compute real-data statistics first; a bad eval setting
     # fails here, before anything is written); the others wait for it.
@@ -465,10 +501,9 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                 if hooks is not None:
                     hooks.maybe_die(info.rank, state.step)
                 noise_gen.manual_seed(hash((tc.seed, info.rank, state.step)) % 2**62)  # noise = f(seed, rank, step)
-                window.stats.append(step_fn(data, noise_gen))
-                if state.G_ema is not None:
-                    ema_update(state.G_ema, state.G, ema_decay(tc.ema, state.step))
-                state.step += 1
+                state.before_step(tc, total_steps)
+                window.stats.append(step_fn(data, noise_gen, state.step))
+                state.after_step(tc, images_per_step)
                 step, is_last = state.step, state.step == total_steps
                 if bar is not None:
                     bar.update(1)
