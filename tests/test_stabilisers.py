@@ -150,4 +150,8 @@ def test_the_stable_preset_is_the_demo_config_plus_its_stabilisers():
     changed = {k: stable[k] for k in stable if stable[k] != paper[k]}
     assert changed.pop("name") == "fashion_mnist_stable"
     assert changed and all(k.startswith("train.") for k in changed)  # the paper's data, networks and eval
+    # the 64 px RGB preset: the folder config plus the very same options
+    folder = load_config(configs / "anime_faces.yaml").flat()
+    folder_stable = load_config(configs / "anime_faces_stable.yaml").flat()
+    assert {k: v for k, v in folder_stable.items() if v != folder[k]} == {**changed, "name": "anime_faces_stable"}
     assert paper["train.loss"] == "bce" and paper["train.ema"] == 0 and paper["train.augment"] == []  # demo: the paper

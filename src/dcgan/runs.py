@@ -173,7 +173,8 @@ RESUME_MAY_CHANGE = (
     "name", "train.epochs", "train.max_steps", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
     "train.weight_decay", "train.device", "train.precision", "train.channels_last", "train.compile",
     "train.sync_bn", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-    "train.progress", "train.ema", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",
+    "train.progress", "train.ema", "train.ema_kimg", "train.ema_rampup", "train.lr_schedule", "train.lr_warmup",
+    "train.r1_gamma", "train.r2_gamma", "train.reg_every", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",
     "eval.",
 )
 
