@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcgan.augment import AUGMENTATIONS, diff_augment
+from dcgan.augment import diff_augment
 from dcgan.checkpoint import load_checkpoint
 from dcgan.config import from_dict
 from dcgan.ema import ema_copy, ema_decay, ema_update
 from dcgan.errors import ConfigError
 from dcgan.losses import build_loss
+from dcgan.tables import AUGMENTATIONS
 from dcgan.train import train
 
 
@@ -28,8 +29,8 @@ def test_losses_have_their_textbook_values():
 @pytest.mark.parametrize("name", list(AUGMENTATIONS))
 def test_each_augmentation_is_seeded_differentiable_and_changes_images(name):
     x = (torch.rand(8, 3, 16, 16) * 2 - 1).requires_grad_(True)
-    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
-    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
+    a = AUGMENTATIONS.load(name)(x, torch.Generator().manual_seed(1))
+    b = AUGMENTATIONS.load(name)(x, torch.Generator().manual_seed(1))
     assert a.shape == x.shape and torch.equal(a, b)  # the generator alone decides
     assert not torch.equal(a, x)
     a.sum().backward()
@@ -38,10 +39,10 @@ def test_each_augmentation_is_seeded_differentiable_and_changes_images(name):
 
 def test_cutout_zeroes_a_square_and_translation_keeps_content():
     x = torch.ones(16, 1, 16, 16)
-    y = AUGMENTATIONS["cutout"](x, torch.Generator().manual_seed(0))
+    y = AUGMENTATIONS.load("cutout")(x, torch.Generator().manual_seed(0))
     zeros = (y == 0).flatten(1).sum(1)
     assert (zeros > 0).all() and (zeros <= 64).all()  # at most an 8x8 square (half the size)
-    y = AUGMENTATIONS["translation"](x, torch.Generator().manual_seed(0))
+    y = AUGMENTATIONS.load("translation")(x, torch.Generator().manual_seed(0))
     assert ((y == 1) | (y == 0)).all() and (y.flatten(1).sum(1) >= 14 * 14).all()  # shifted by <= 2 px
     assert diff_augment([]) is None
 
@@ -67,7 +68,7 @@ def test_bad_stabiliser_values_are_one_line_errors():
         ("train", {"loss": "wgan"}, "train.loss='wgan' is not a loss"),
         ("train", {"ema": 1.0}, "train.ema=1.0 must be in [0, 1)"),
         ("train", {"augment": "color,flip"}, "train.augment has 'flip'"),
-        ("model", {"d_norm": "layer"}, "model.d_norm='layer' is not supported"),
+        ("model", {"d_norm": "layer"}, "model.d_norm='layer' is not a D normalisation"),
     ]:
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             from_dict({section: values})

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .tables import AUGMENTATIONS
+
 
 def _rand(x: torch.Tensor, g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(x.shape[0], *shape, generator=g, device=g.device).to(x.dtype)
@@ -62,14 +64,9 @@ def _fmt(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format
 
 
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "color": color, "translation": translation, "cutout": cutout,
-}
-
-
 def diff_augment(policies: Sequence[str]) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
     """The augmentation for `train.augment` (None when the list is empty)."""
-    fns = [AUGMENTATIONS[p] for p in policies]
+    fns = [AUGMENTATIONS.load(p) for p in policies]
     if not fns:
         return None
 

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .losses import LOSSES
 from .metrics import registry
 from .safe_yaml import YamlRefused, YamlText
 from .safe_yaml import load as load_yaml
+from .tables import CONFIG_TABLES
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
@@ -52,7 +52,7 @@ class ModelConfig:
     projection: str = "linear"  # linear: §3 "project and reshape"; conv: transposed conv from 1x1
     d_head: str = "conv"  # conv: valid conv over the last 4x4 map; avgpool: the global-average-pool head the reference blog post tried
     z_dist: str = "uniform"  # uniform in [-1, 1] (paper) or normal
-    d_norm: str = "batch"  # batch (paper) | spectral (Miyato et al. 2018: spectral norm, no BN in D) | none
+    d_norm: str = "batch"  # normalisation of D, one of dcgan.tables.D_NORMS (batch is the paper's)
 
 
 @dataclass
@@ -78,9 +78,10 @@ class TrainConfig:
     ema: float = 0.0  # decay of an EMA copy of G per step (Yazici et al. 2019), e.g. 0.999; 0 = off; warm-up min(decay, (1+t)/(10+t))
     ema_kimg: float = 0.0  # EMA of G stated in images: half-life in thousands of images (StyleGAN2's ema_kimg); 0 = off
     ema_rampup: float = 0.0  # with ema_kimg: half-life at most this fraction of the images seen so far (StyleGAN2: 0.05); 0 = none
-    augment: list[str] = field(default_factory=list)  # DiffAugment (Zhao et al. 2020) on real and fake: color, translation, cutout
+    augment: list[str] = field(default_factory=list)  # DiffAugment (Zhao et al. 2020) on real and fake, any of dcgan.tables.AUGMENTATIONS
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + grad scaler)
+    precision: str = "auto"  # auto (bf16 where the device runs it natively: a CPU with AVX512-BF16 or AMX, CUDA compute capability >= 8.0; else fp32; recorded in metrics.jsonl) | fp32 (the paper's arithmetic) | bf16 (autocast) | fp16 (autocast + grad scaler)
+    threads: int = 0  # intra-op CPU threads; 0 = auto: the CPUs this process may use (affinity, cgroup quota) or OMP_NUM_THREADS; 1 when other programs share the CPU
     channels_last: str = "auto"  # auto (CPU and CUDA: faster there) | true | false
     compile: bool = False  # torch.compile the networks
     sync_bn: bool = False  # SyncBatchNorm across processes (default: per-rank BN, as in the paper)
@@ -95,13 +96,14 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = 0  # steps between evaluations during training (0 = off)
-    metrics: list[str] = field(default_factory=lambda: ["fd_clf", "coverage", "is_clf"])  # see docs/evaluation.md
+    metrics: list[str] = field(default_factory=lambda: [registry.AUTO])  # auto: fd_clf,coverage,is_clf with class labels, else fd_ssl,pr_ssl (docs/evaluation.md)
     num_samples: int = 5000  # generated images per evaluation
-    best: str = "fd_clf"  # the score that picks checkpoints/best.pt (lower is better for fd/fid/kid)
+    best: str = registry.AUTO  # the score that picks checkpoints/best.pt; auto: the first score of eval.metrics
     split: str = "test"  # the real split the samples are compared with (all of its images)
     seed: int = 0  # noise seed: the same z at every evaluation, so scores differ only by G
     classifier_epochs: int = 2  # epochs of the offline feature classifier (cached per dataset)
     inception_weights: str = ""  # local Inception-v3 FID weights (else $DCGAN_INCEPTION_WEIGHTS / download)
+    ssl_steps: int = 1000  # training steps of the self-supervised encoder behind *_ssl (cached per dataset content)
 
 
 @dataclass
@@ -131,21 +133,20 @@ _CHOICES: dict[str, tuple] = {
     "model.projection": ("linear", "conv"),
     "model.d_head": ("conv", "avgpool"),
     "model.z_dist": ("uniform", "normal"),
-    "model.d_norm": ("batch", "spectral", "none"),
     "train.lr_schedule": ("constant", "linear", "cosine"),
     "train.batch_size_scope": ("per_rank", "global"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.channels_last": ("auto", "true", "false"),
 }
 _POSITIVE = (
     "model.nz", "model.ngf", "model.ndf", "train.batch_size", "train.d_steps", "train.g_steps",
     "train.log_every", "train.sample_every", "train.num_fixed", "eval.num_samples",
-    "eval.classifier_epochs", "train.reg_every",
+    "eval.classifier_epochs", "train.reg_every", "eval.ssl_steps",
 )
 _NON_NEGATIVE = (
     "data.subset", "train.epochs", "train.max_steps", "train.checkpoint_every", "eval.every",
     "train.weight_decay", "train.seed", "eval.seed", "train.r1_gamma", "train.r2_gamma", "train.lr_warmup",
-    "train.ema_kimg", "train.ema_rampup",
+    "train.ema_kimg", "train.ema_rampup", "train.threads",
 )
 # Upper bounds: beyond them a value is a typo or runs the machine out of memory or processes.
 _MAX: dict[str, int | float] = {
@@ -155,6 +156,7 @@ _MAX: dict[str, int | float] = {
     "train.num_fixed": 4096,  # images in one grid
     "eval.num_samples": 200_000,  # generated images held per evaluation (FID50k is the usual most)
     "eval.classifier_epochs": 1000,
+    "eval.ssl_steps": 100_000,
     "data.num_workers": 256,  # DataLoader processes
     "train.seed": 2**32 - 1,  # the data order seeds torch with seed * 1e6 + epoch (64 bits)
     "eval.seed": 2**32 - 1,
@@ -166,6 +168,7 @@ _MAX: dict[str, int | float] = {
     "train.ema_kimg": 1e6,  # a thousand million images
     "train.ema_rampup": 1.0,
     "train.weight_decay": 1.0,
+    "train.threads": 1024,  # intra-op threads (devices.MAX_THREADS)
 }
 INT_LIMIT = 2**63 - 1  # every integer must fit in 64 bits (tensors, checkpoints)
 MAX_PARAMETERS = 10**9  # G + D; DCGAN's 64 px networks have 3.6M + 2.8M (ngf=ndf=64)
@@ -232,8 +235,13 @@ def _validate(cfg: Config) -> None:
                 f"{key}={show(flat[key])} is not supported; use one of {', '.join(map(str, allowed))}"
             )
     tc = cfg.train
-    if tc.loss not in LOSSES:
-        raise ConfigError(f"train.loss={tc.loss!r} is not a loss; use one of {', '.join(LOSSES)}")
+    for key, table in CONFIG_TABLES.items():  # values named by a registry (dcgan.tables)
+        if isinstance(flat[key], list):
+            for value in flat[key]:
+                if value not in table:
+                    raise ConfigError(f"{key} has {show(value)}; use any of {', '.join(table)} (or none)")
+        elif flat[key] not in table:
+            raise ConfigError(f"{key}={show(flat[key])} is not a {table.kind}; use one of {', '.join(table)}")
     if not 0 <= tc.ema < 1:
         raise ConfigError(f"train.ema={tc.ema!r} must be in [0, 1) (0 = off; e.g. 0.999)")
     if tc.ema > 0 and tc.ema_kimg > 0:
@@ -242,9 +250,6 @@ def _validate(cfg: Config) -> None:
     if tc.precision == "fp16" and (tc.r1_gamma > 0 or tc.r2_gamma > 0 or tc.loss == "wgan_gp"):
         raise ConfigError("gradient penalties (train.r1_gamma, train.r2_gamma, train.loss=wgan_gp) do not run "
                           "under the fp16 grad scaler; use train.precision=bf16 or fp32")
-    for policy in cfg.train.augment:
-        if policy not in ("color", "translation", "cutout"):
-            raise ConfigError(f"train.augment has {show(policy)}; use any of color, translation, cutout (or none)")
     _check_ranges(flat)
     _check_strings(cfg)
     if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
@@ -256,6 +261,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.nz={cfg.model.nz}, model.ngf={cfg.model.ngf}, model.ndf={cfg.model.ndf} at "
                           f"data.image_size={cfg.data.image_size} make {params:.3g} parameters (more than "
                           f"{MAX_PARAMETERS:.0e}); lower them")
+    if cfg.eval.metrics == [registry.AUTO]:  # left at the default: chosen by the dataset, in the registry
+        cfg.eval.metrics = list(registry.default_metrics(cfg.data.name, training=True))
+    if cfg.eval.best == registry.AUTO:
+        cfg.eval.best = registry.default_best(cfg.eval.metrics)
     for m in cfg.eval.metrics:
         if m not in registry.METRICS:
             raise ConfigError(f"eval.metrics has {show(m)}, not a metric; use any of {', '.join(registry.METRICS)}")
@@ -460,11 +469,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(data or {}, overrides)
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: Config, path: str | Path, note: str = "") -> None:
+    """Write `cfg` as YAML; `note` (e.g. what `auto` settings resolved to) goes above it as comments."""
     from .atomic import write_text
 
+    header = "".join(f"# {line}\n".replace("# \n", "#\n") for line in note.splitlines())
     try:
-        write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(path, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     except OSError as e:
         raise ConfigError(f"could not write {str(path)!r} ({e.strerror or e}); "
                           "make the folder writable or free disk space") from None
@@ -473,8 +484,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
 def describe_keys() -> list[tuple[str, Any, str]]:
     """(key, default, explanation) for every config key, read from the schema above: the
     explanation is the comment on the field's line, so the schema documents itself once."""
-    tables = {"train.loss": LOSSES}  # keys whose values are a registry's entries: list them all
-    return [(k, list(d) if isinstance(d, list) else d, f"{doc}: {tables[k].help()}" if k in tables else doc)
+    return [(k, list(d) if isinstance(d, list) else d,  # a registry's keys list all its entries
+             f"{doc}: {CONFIG_TABLES[k].help()}" if k in CONFIG_TABLES else doc)
             for k, d, doc in _describe_keys()]
 
 

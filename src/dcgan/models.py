@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from torch import nn
 from .config import IMAGE_SIZES, ModelConfig
 from .errors import CheckpointError, ConfigError
 from .share.folder import D_PREFIX, WEIGHTS_FILE  # noqa: F401 (the export's file names, re-exported)
+from .tables import D_NORMS
 
 
 def _num_stages(image_size: int) -> int:
@@ -109,6 +112,21 @@ def from_export(cls: type, ex: Any, device: str | torch.device = "cpu") -> Any:
     net = cls(ex.cfg.model, size, channels)
     load_weights(net, state, what, ex.path / WEIGHTS_FILE)
     return net.to(device).eval()
+
+
+@dataclass(frozen=True)
+class DNorm:
+    """A normalisation of D (`model.d_norm`, table `dcgan.tables.D_NORMS`)."""
+
+    batch_norm: bool  # BatchNorm after every conv but the first
+    wrap_conv: Callable[[nn.Conv2d], Any] | None = None  # applied to every conv after the init
+
+
+BATCH_NORM = DNorm(batch_norm=True)  # §3: the paper's D
+# Miyato et al. 2018: every conv's weight divided by its largest singular value (one power iteration
+# per forward), so each layer is 1-Lipschitz; no BN.
+SPECTRAL_NORM = DNorm(batch_norm=False, wrap_conv=nn.utils.parametrizations.spectral_norm)
+NO_NORM = DNorm(batch_norm=False)
 
 
 class Generator(nn.Module, _Pretrained):
@@ -195,7 +213,8 @@ class Discriminator(nn.Module, _Pretrained):
             nn.Conv2d(channels, widths[0], cfg.kernel_size, 2, pad, bias=True),
             nn.LeakyReLU(0.2, inplace=True),
         )]
-        batch_norm = cfg.d_norm == "batch"  # the paper; spectral/none: no BN in D (beyond the paper)
+        norm: DNorm = D_NORMS.load(cfg.d_norm)  # the paper's BN, or (beyond the paper) spectral / none
+        batch_norm = norm.batch_norm
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             stages.append(nn.Sequential(
                 nn.Conv2d(c_in, c_out, cfg.kernel_size, 2, pad, bias=not batch_norm),
@@ -215,12 +234,10 @@ class Discriminator(nn.Module, _Pretrained):
             )
         # No BN (and no sigmoid) after the head: the reference blog post's BN-on-the-output bug broke training.
         init_weights(self)
-        if cfg.d_norm == "spectral":
-            # Miyato et al. 2018: every conv's weight divided by its largest singular value (one power
-            # iteration per forward), so each layer is 1-Lipschitz. After the N(0, 0.02) init.
+        if norm.wrap_conv is not None:  # after the N(0, 0.02) init
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
-                    nn.utils.parametrizations.spectral_norm(module)
+                    norm.wrap_conv(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
