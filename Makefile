@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-slow lint data browser venv clean
+.PHONY: demo quick test test-slow lint data browser venv clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ browser:
 # A short Fashion-MNIST training on CPU (a few minutes): grids, curves, checkpoint in runs/.
 demo: $(STAMP) data
 	$(PY) -m dcgan train --config configs/fashion_mnist.yaml
+
+# A first run of a minute or two: the demo's outputs after 300 small steps.
+quick: $(STAMP) data
+	$(PY) -m dcgan train --config configs/fashion_mnist_quick.yaml
 
 test: $(STAMP) data browser
 	$(PY) -m pytest -q
