@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from ..errors import DCGANError
-from .evaluate import DEFAULT_CLF_METRICS, DEFAULT_INCEPTION_METRICS, EVALUATIONS_FILE, MIN_IMAGES
+from .evaluate import DEFAULT_CLF_METRICS, DEFAULT_SSL_METRICS, EVALUATIONS_FILE, MIN_IMAGES
 from .registry import metric_names
 
 
@@ -47,6 +47,19 @@ def _common_args(p: argparse.ArgumentParser, *, checkpoint: str) -> None:
     p.add_argument("--cache-dir", help=f"where data, classifier and statistics caches live (default: {cache})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto: CUDA, "
                                                     "then MPS, then CPU)")
+
+
+MAX_SSL_STEPS = 100_000  # as eval.ssl_steps
+
+
+def _ssl_steps_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssl-steps", type=int, default=1000,
+                   help="training steps of the cached self-supervised encoder behind *_ssl (default 1000)")
+
+
+def _check_ssl_steps(n: int) -> None:
+    if not 1 <= n <= MAX_SSL_STEPS:
+        raise DCGANError(f"--ssl-steps {n} must be in 1..{MAX_SSL_STEPS}")
 
 
 MAX_CLASSIFIER_EPOCHS = 1000  # the classifier converges in a few; more is a typo (and runs for days)
@@ -84,9 +97,10 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--images", metavar="FOLDER", help="a folder of images to score, with --dataset (no default: this or --checkpoint is required)")
     p.add_argument("--metrics", help=f"comma-separated, any of {', '.join(metric_names())} (default: "
                                      f"{','.join(DEFAULT_CLF_METRICS)} for labelled datasets, else "
-                                     f"{','.join(DEFAULT_INCEPTION_METRICS)})")
-    p.add_argument("--features", choices=("classifier", "inception"),
-                   help="the network for generic names (fd/fid, kid, is, pr) (default: the names say it)")
+                                     f"{','.join(DEFAULT_SSL_METRICS)}: the self-supervised encoder, offline)")
+    p.add_argument("--features", choices=("classifier", "ssl", "inception"),
+                   help="the network for generic names (fd/fid, kid, is, pr), and for the default metrics "
+                        "(default: the names say it)")
     p.add_argument("--num", type=int, default=10000, help="images generated from --checkpoint (default 10000)")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--num-real", type=int, default=0, help="use only the first N real images (default 0: all)")
@@ -98,6 +112,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
                    help="epochs of the cached classifier (default 2)")
     p.add_argument("--classifier", metavar="FILE",
                    help="use this file written by `dcgan classifier` (default: the cached classifier)")
+    _ssl_steps_arg(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object (default: a table)")
     p.add_argument("--no-log", action="store_true",
                    help=f"do not append the result to RUN/{EVALUATIONS_FILE} (default: append when the "
@@ -116,12 +131,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.num_real < 0:
         raise DCGANError(f"--num-real {args.num_real} must be >= 0 (0: all the real images)")
     _check_epochs(args.classifier_epochs, "--classifier-epochs")
+    _check_ssl_steps(args.ssl_steps)
     _check_not_empty(args.split, "--split", "test")
     _check_not_empty(args.metrics, "--metrics", "fd_clf,kid_clf")
     settings = EvalSettings(metrics=args.metrics.split(",") if args.metrics else None, features=args.features,
                             split=args.split, num_real=args.num_real, seed=args.seed,
                             classifier=args.classifier, classifier_epochs=args.classifier_epochs,
-                            inception_weights=args.inception_weights, device=args.device)
+                            inception_weights=args.inception_weights, ssl_steps=args.ssl_steps, device=args.device)
     if args.checkpoint:
         result = evaluate_checkpoint(args.checkpoint, settings, num=args.num, data_overrides=_data_overrides(args),
                                      log=not args.no_log)
@@ -175,8 +191,9 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 def add_nn(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nn", help="memorisation check: samples beside their nearest training images",
-                       description="Show samples with their nearest training images (classifier features and "
-                                   "pixels) and compare sample->train with held-out->train distances.")
+                       description="Show samples with their nearest training images (features and pixels) and "
+                                   "compare sample->train with held-out->train distances. The features are the "
+                                   "classifier's for a labelled dataset, else the self-supervised encoder's.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint file, a run directory or a folder written by `dcgan export` (required)")
     p.add_argument("--out", required=True, help="the figure to write, a .png (required)")
     p.add_argument("--num-show", type=int, default=8, help="samples shown with their neighbours (default 8)")
@@ -186,6 +203,7 @@ def add_nn(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout-split", default="test", help="the real split of held-out images (default test)")
     p.add_argument("--classifier-epochs", type=int, default=2,
                    help="epochs of the cached classifier whose features are compared (default 2)")
+    _ssl_steps_arg(p)
     _common_args(p, checkpoint="always")
     p.set_defaults(func=cmd_nn)
 
@@ -194,12 +212,14 @@ def cmd_nn(args: argparse.Namespace) -> int:
     from .memorisation import memorisation_report
 
     _check_epochs(args.classifier_epochs, "--classifier-epochs")
+    _check_ssl_steps(args.ssl_steps)
     _check_not_empty(args.heldout_split, "--heldout-split", "test")
     if not 1 <= args.num_show <= 64:
         raise DCGANError(f"--num-show {args.num_show} must be in 1..64 (rows of the figure)")
     result = memorisation_report(args.checkpoint, args.out, num=args.num, num_show=args.num_show, seed=args.seed,
                                  heldout_split=args.heldout_split, classifier_epochs=args.classifier_epochs,
-                                 data_overrides=_data_overrides(args), device=args.device)
+                                 data_overrides=_data_overrides(args), device=args.device,
+                                 ssl_steps=args.ssl_steps)
     print(result.summary_text())
     print(f"wrote {result.figure}")
     return 0

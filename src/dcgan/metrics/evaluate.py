@@ -20,17 +20,17 @@ from ..errors import DCGANError
 from . import registry
 
 EVALUATIONS_FILE = "evaluations.jsonl"
-LABELLED = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")  # datasets the classifier can learn
-DEFAULT_CLF_METRICS = ("fd_clf", "coverage", "is_clf", "kid_clf", "pr_clf")
-DEFAULT_INCEPTION_METRICS = ("fid", "kid", "is", "pr")
+LABELLED = registry.LABELLED  # datasets the classifier can learn (the choice is made in the registry)
+DEFAULT_CLF_METRICS = registry.default_metrics("", registry.CLASSIFIER)
+DEFAULT_SSL_METRICS = registry.default_metrics("", registry.SSL)
+DEFAULT_INCEPTION_METRICS = registry.default_metrics("", registry.INCEPTION)
 MIN_IMAGES = 10
 
 
 def default_metrics(dataset: str, features: str | None = None) -> tuple[str, ...]:
-    """The classifier metrics for a labelled dataset (unless Inception is asked for), else Inception's."""
-    if dataset in LABELLED and features != registry.INCEPTION:
-        return DEFAULT_CLF_METRICS
-    return DEFAULT_INCEPTION_METRICS
+    """`dcgan eval`'s metrics when none are named: `registry.default_metrics` (the classifier's for a
+    labelled dataset, else the self-supervised encoder's; `features` picks another network)."""
+    return registry.default_metrics(dataset, features)
 
 
 def data_config(base: DataConfig | None = None, **overrides: Any) -> DataConfig:
@@ -54,6 +54,7 @@ class EvalSettings:
     classifier: str | None = None  # a file written by `dcgan classifier` (else the cached one)
     classifier_epochs: int = 2
     inception_weights: str | None = None
+    ssl_steps: int = 1000  # training steps of the self-supervised encoder (cached per dataset content)
     device: str = "auto"
 
 
@@ -79,7 +80,7 @@ def _evaluator(data_cfg: DataConfig, settings: EvalSettings, metrics: list[str],
     return Evaluator(metrics, data_cfg, split=settings.split, num_samples=num_samples, num_real=settings.num_real,
                      seed=settings.seed, z_dist=z_dist, device=device,
                      classifier_epochs=settings.classifier_epochs,
-                     inception_weights=settings.inception_weights, classifier=clf)
+                     inception_weights=settings.inception_weights, classifier=clf, ssl_steps=settings.ssl_steps)
 
 
 def run_dir_of(checkpoint: str | Path) -> Path | None:

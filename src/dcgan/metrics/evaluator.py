@@ -1,8 +1,10 @@
 """Scoring a generator (or a set of images) against one real split, by the metric registry.
 
-Every score is named for its feature network, so the two kinds never mix in a report:
+Every score is named for its feature network, so the kinds never mix in a report:
     classifier (the project's own, see classifier.py): fd_clf, kid_clf, precision_clf /
         recall_clf, is_clf, coverage
+    self-supervised encoder (no labels, no download, see ssl.py): fd_ssl, kid_ssl,
+        precision_ssl / recall_ssl
     Inception-v3 (torchmetrics / torch-fidelity): fid, kid, precision / recall, is
 Every evaluation record also states its protocol: feature network(s), real split and count,
 generated count, image size.
@@ -32,24 +34,33 @@ from . import registry
 from .classifier import TrainedClassifier, get_classifier
 from .compute import Features, RealStats, ScoreOptions
 from .inception import InceptionFeatures
+from .ssl import DEFAULT_STEPS as SSL_STEPS
+from .ssl import TrainedEncoder, get_encoder
 
 log = logging.getLogger(__name__)
 
-# Generic names that --features maps onto one network: (classifier metric, Inception metric).
-GENERIC = {"fd": ("fd_clf", "fid"), "fid": ("fd_clf", "fid"), "kid": ("kid_clf", "kid"),
-           "pr": ("pr_clf", "pr"), "is": ("is_clf", "is")}
+# Generic names that --features maps onto one network.
+_C, _I, _S = registry.CLASSIFIER, registry.INCEPTION, registry.SSL
+GENERIC = {"fd": {_C: "fd_clf", _I: "fid", _S: "fd_ssl"}, "fid": {_C: "fd_clf", _I: "fid", _S: "fd_ssl"},
+           "kid": {_C: "kid_clf", _I: "kid", _S: "kid_ssl"}, "pr": {_C: "pr_clf", _I: "pr", _S: "pr_ssl"},
+           "is": {_C: "is_clf", _I: "is"}}
 KID_SUBSETS = ScoreOptions.kid_subsets
 PR_K = ScoreOptions.pr_k
 
 
 def resolve_metrics(names: list[str], features: str | None = None) -> list[str]:
     """Check metric names; with `features`, map generic names (fd/fid, kid, pr, is) to that network."""
+    if features is not None and features not in (_C, _I, _S):
+        raise DCGANError(f"unknown feature network {features!r}; use {_C}, {_S} or {_I}")
     table = registry.METRICS
     out = []
     for name in names:
         name = name.strip().lower()
         if features is not None and name in GENERIC:
-            name = GENERIC[name][0 if features == registry.CLASSIFIER else 1]
+            if features not in GENERIC[name]:
+                raise DCGANError(f"there is no {name!r} on the {features} features (it needs class predictions); "
+                                 f"use any of {', '.join(n for n in GENERIC if features in GENERIC[n])}")
+            name = GENERIC[name][features]
         elif name == "fd":
             name = "fd_clf"
         if name not in table:
@@ -103,7 +114,8 @@ class Evaluator:
                  num_samples: int = 5000, num_real: int = 0, seed: int = 0, z_dist: str = "uniform",
                  device: torch.device | str = "cpu", classifier_epochs: int = 2,
                  inception_weights: str | None = None, classifier: TrainedClassifier | None = None,
-                 kid_subsets: int = KID_SUBSETS) -> None:
+                 kid_subsets: int = KID_SUBSETS, ssl_steps: int = SSL_STEPS,
+                 encoder: TrainedEncoder | None = None) -> None:
         self.metrics = [registry.METRICS[m] for m in resolve_metrics(metrics)]
         self.data_cfg = dataclasses.replace(data_cfg, subset=0) if num_real else data_cfg
         self.split, self.num_samples, self.num_real, self.seed = split, num_samples, num_real, seed
@@ -111,7 +123,10 @@ class Evaluator:
         self.device = torch.device(device)
         self.options = ScoreOptions(seed=seed, kid_subsets=kid_subsets)
         nets = {m.network for m in self.metrics}
-        self.classifier = self.inception = None
+        self.classifier = self.inception = self.encoder = None
+        if registry.SSL in nets:  # trained on the split G learns from (never on the split scored against)
+            self.encoder = encoder or get_encoder(data_cfg, split=data_cfg.split, seed=0, steps=ssl_steps,
+                                                  device=self.device)
         if registry.CLASSIFIER in nets:
             self.classifier = classifier or get_classifier(data_cfg, seed=0, epochs=classifier_epochs,
                                                            device=self.device)
@@ -126,19 +141,25 @@ class Evaluator:
         if self.classifier is not None:
             clf = self.classifier
             nets[registry.CLASSIFIER] = lambda x: _features(clf(x), "features")
+        if self.encoder is not None:
+            enc = self.encoder
+            nets[registry.SSL] = lambda x: _features(enc(x), "features")
         if self.inception is not None:
             inc = self.inception
             nets[registry.INCEPTION] = lambda x: _features(inc(x), "pool")
         return nets
 
     def net_name(self, net: str) -> str:
-        return self.classifier.name if net == registry.CLASSIFIER else self.inception.name
+        return {registry.CLASSIFIER: self.classifier, registry.SSL: self.encoder,
+                registry.INCEPTION: self.inception}[net].name
 
     def net_key(self, net: str) -> str:
-        """The network's name and, for the classifier, a digest of its weights (a retrained
-        classifier keeps its name); Inception's name already holds its weights file's digest."""
+        """The network's name and, for the classifier and the encoder, a digest of its weights (a
+        retrained one keeps its name); Inception's name already holds its weights file's digest."""
         if net == registry.CLASSIFIER:
             return f"{self.classifier.name}-{self.classifier.digest}"
+        if net == registry.SSL:
+            return f"{self.encoder.name}-{self.encoder.digest}"
         return self.inception.name
 
     def real(self, net: str) -> RealStats:
@@ -225,7 +246,7 @@ def build_evaluator(cfg: Config, device: torch.device | str) -> Evaluator:
     ec = cfg.eval
     ev = Evaluator(list(ec.metrics), cfg.data, split=ec.split, num_samples=ec.num_samples, seed=ec.seed,
                    z_dist=cfg.model.z_dist, device=device, classifier_epochs=ec.classifier_epochs,
-                   inception_weights=ec.inception_weights or None)
+                   inception_weights=ec.inception_weights or None, ssl_steps=ec.ssl_steps)
     for net in ev.networks:
         ev.real(net)  # pay for the real side before training starts
     return ev

@@ -1,7 +1,8 @@
 """Memorisation check (paper §4, "nearest neighbours of samples"): does G copy its training set?
 
 Two views:
-1. Samples beside their nearest training images, in classifier-feature space and in pixel
+1. Samples beside their nearest training images, in feature space (the classifier's for a
+   labelled dataset, else the self-supervised encoder's: `registry.default_network`) and in pixel
    space (L2 on [-1, 1] pixels). A copying G shows near-identical pairs.
 2. The distribution of sample -> nearest-training-image distances against held-out real
    (test) -> nearest-training-image distances. Held-out images are new draws of the data
@@ -21,6 +22,7 @@ import torch
 from ..atomic import save_figure
 from ..data import to_model_range
 from .classifier import TrainedClassifier
+from .ssl import TrainedEncoder
 
 
 def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +48,7 @@ class MemorisationReport:
     nn_pixel: torch.Tensor  # (n, k) indices, by pixels
     dist: dict[str, np.ndarray]  # "{sample,heldout}_{feature,pixel}" -> nearest-train distances
     num_train: int
+    features: str = "classifier"  # the feature network: classifier or ssl
 
     def summary(self) -> dict[str, float]:
         """Medians, and the fraction of samples closer to train than 99% of held-out images."""
@@ -58,7 +61,8 @@ class MemorisationReport:
         return out
 
 
-def memorisation(samples: torch.Tensor, heldout: torch.Tensor, train: torch.Tensor, clf: TrainedClassifier, *,
+def memorisation(samples: torch.Tensor, heldout: torch.Tensor, train: torch.Tensor,
+                 clf: TrainedClassifier | TrainedEncoder, *,
                  num_show: int = 8, k: int = 3) -> MemorisationReport:
     """Nearest training neighbours of uint8 `samples` and `heldout` images (N, C, S, S)."""
     train_f = torch.from_numpy(clf(train)["features"]).float()
@@ -72,7 +76,8 @@ def memorisation(samples: torch.Tensor, heldout: torch.Tensor, train: torch.Tens
     dist = {"sample_feature": d_sf[:, 0].numpy(), "heldout_feature": d_hf[:, 0].numpy(),
             "sample_pixel": d_sp[:, 0].numpy(), "heldout_pixel": d_hp[:, 0].numpy()}
     n = min(num_show, samples.shape[0])
-    return MemorisationReport(samples[:n], i_sf[:n], i_sp[:n], dist, train.shape[0])
+    features = "ssl" if isinstance(clf, TrainedEncoder) else "classifier"
+    return MemorisationReport(samples[:n], i_sf[:n], i_sp[:n], dist, train.shape[0], features)
 
 
 def plot_memorisation(report: MemorisationReport, train: torch.Tensor, out: str | Path, title: str = "") -> Path:
@@ -92,7 +97,7 @@ def plot_memorisation(report: MemorisationReport, train: torch.Tensor, out: str 
     fig = plt.figure(figsize=(14, max(4.0, 0.75 * n + 1)))
     ax = fig.add_axes([0.01, 0.05, 0.45, 0.85])
     ax.imshow(grid.permute(1, 2, 0).numpy() if grid.shape[0] == 3 else grid[0].numpy(), cmap="gray")
-    ax.set_title(f"sample | {k} nearest train by classifier features | {k} nearest by pixels", fontsize=9)
+    ax.set_title(f"sample | {k} nearest train by {report.features} features | {k} nearest by pixels", fontsize=9)
     ax.axis("off")
     for j, space in enumerate(("feature", "pixel")):
         a = fig.add_axes([0.52 + j * 0.25, 0.12, 0.21, 0.72])
@@ -100,7 +105,7 @@ def plot_memorisation(report: MemorisationReport, train: torch.Tensor, out: str 
         bins = np.linspace(0, max(s.max(), h.max()), 40)
         a.hist(h, bins=bins, alpha=0.6, label=f"held-out real -> train (n={len(h)})", density=True)
         a.hist(s, bins=bins, alpha=0.6, label=f"sample -> train (n={len(s)})", density=True)
-        a.set_title("classifier features" if space == "feature" else "pixels ([-1, 1], L2)", fontsize=9)
+        a.set_title(f"{report.features} features" if space == "feature" else "pixels ([-1, 1], L2)", fontsize=9)
         a.set_xlabel(f"distance to nearest of {report.num_train} train images", fontsize=8)
         a.legend(fontsize=7)
     if title:
@@ -136,7 +141,8 @@ class MemorisationResult:
 
 def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1000, num_show: int = 8,
                         seed: int = 0, heldout_split: str = "test", classifier_epochs: int = 2,
-                        data_overrides: dict[str, Any] | None = None, device: str = "auto") -> MemorisationResult:
+                        data_overrides: dict[str, Any] | None = None, device: str = "auto",
+                        ssl_steps: int = 1000) -> MemorisationResult:
     """`num` samples of a checkpoint and `num` held-out images against the training split; the
     figure (the first `num_show` samples beside their neighbours, and the histograms) to `out`."""
     from ..checkpoint import load_models
@@ -144,15 +150,20 @@ def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1
     from ..devices import pick_device
     from ..errors import DCGANError
     from ..sampling import generate, noise
+    from . import registry
     from .classifier import get_classifier
     from .evaluate import data_config
+    from .ssl import get_encoder
 
     if num < 2 or num_show < 1:
         raise DCGANError(f"--num {num} must be >= 2 and --num-show {num_show} >= 1")
     dev = pick_device(device)
     G, _, cfg, ckpt = load_models(checkpoint, dev)
     data_cfg = data_config(cfg.data, **(data_overrides or {}))
-    clf = get_classifier(data_cfg, epochs=classifier_epochs, device=dev)
+    if registry.default_network(data_cfg.name) == registry.CLASSIFIER:
+        clf: TrainedClassifier | TrainedEncoder = get_classifier(data_cfg, epochs=classifier_epochs, device=dev)
+    else:  # no class labels: the self-supervised encoder, trained on the same split as G
+        clf = get_encoder(data_cfg, split=data_cfg.split, steps=ssl_steps, device=dev)
     train = load_images(data_cfg, data_cfg.split)
     heldout = load_images(data_cfg, heldout_split).images[:num]
     z = noise(num, cfg.model.nz, cfg.model.z_dist, seed, dev)

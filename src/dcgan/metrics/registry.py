@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-CLASSIFIER, INCEPTION = "classifier", "inception"
+CLASSIFIER, INCEPTION, SSL = "classifier", "inception", "ssl"
 LOWER, HIGHER = "lower", "higher"  # which way a score is better
 COMPUTE_MODULE = "dcgan.metrics.compute"
 
@@ -31,7 +31,7 @@ class Score:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    network: str  # CLASSIFIER or INCEPTION
+    network: str  # CLASSIFIER, SSL or INCEPTION
     scores: tuple[Score, ...]
     compute: str  # a function of dcgan.metrics.compute: (fake, real, options) -> one value per score
     doc: str = ""
@@ -72,12 +72,48 @@ register_metric("pr_clf", CLASSIFIER, (("precision_clf", HIGHER), ("recall_clf",
 register_metric("is_clf", CLASSIFIER, (("is_clf", HIGHER), ("is_clf_std", "")), "inception_score_of_logits",
                 "Inception Score of the classifier")
 register_metric("coverage", CLASSIFIER, (("coverage", HIGHER),), "coverage", "fraction of classes generated")
+# The self-supervised encoder (metrics/ssl.py): no labels, no download; trained on the dataset itself.
+register_metric("fd_ssl", SSL, (("fd_ssl", LOWER),), "frechet", "Frechet distance of self-supervised encoder features")
+register_metric("kid_ssl", SSL, (("kid_ssl", LOWER), ("kid_ssl_std", "")), "kernel",
+                "kernel (MMD) distance of self-supervised encoder features")
+register_metric("pr_ssl", SSL, (("precision_ssl", HIGHER), ("recall_ssl", HIGHER)), "manifold_precision_recall",
+                "precision/recall of self-supervised encoder features (k=3)")
 # Inception-v3 (the TensorFlow FID network, through torchmetrics / torch-fidelity).
 register_metric("fid", INCEPTION, (("fid", LOWER),), "frechet", "Frechet Inception Distance")
 register_metric("kid", INCEPTION, (("kid", LOWER), ("kid_std", "")), "kernel", "Kernel Inception Distance")
 register_metric("pr", INCEPTION, (("precision", HIGHER), ("recall", HIGHER)), "manifold_precision_recall",
                 "Inception precision/recall")
 register_metric("is", INCEPTION, (("is", HIGHER), ("is_std", "")), "inception_score_of_logits", "Inception Score")
+
+
+# --- the default metrics: chosen here, once, by whether the dataset has class labels --------------
+
+LABELLED = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")  # datasets the classifier can learn
+AUTO = "auto"  # eval.metrics / eval.best left at the default: resolved by `default_metrics` / `default_best`
+# (during training, for `dcgan eval`) per feature network
+DEFAULTS = {
+    CLASSIFIER: (("fd_clf", "coverage", "is_clf"), ("fd_clf", "coverage", "is_clf", "kid_clf", "pr_clf")),
+    SSL: (("fd_ssl", "pr_ssl"), ("fd_ssl", "kid_ssl", "pr_ssl")),
+    INCEPTION: (("fid",), ("fid", "kid", "is", "pr")),
+}
+
+
+def default_network(dataset: str) -> str:
+    """The offline feature network for a dataset: the classifier where there are class labels,
+    else the self-supervised encoder (Inception only when asked for: it needs a download)."""
+    return CLASSIFIER if dataset in LABELLED else SSL
+
+
+def default_metrics(dataset: str, features: str | None = None, *, training: bool = False) -> tuple[str, ...]:
+    """The metrics used when none are named: the training loop's (`eval.metrics: auto`, cheaper) or
+    `dcgan eval`'s, on `features` when given, else on the dataset's default network."""
+    return DEFAULTS[features or default_network(dataset)][0 if training else 1]
+
+
+def default_best(metrics: list[str] | tuple[str, ...]) -> str:
+    """The score that picks best.pt when `eval.best` is left at auto: the first ranked score."""
+    ranked = ranked_keys(metrics)
+    return ranked[0] if ranked else ""
 
 
 def metric_names() -> tuple[str, ...]:
