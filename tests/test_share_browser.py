@@ -42,16 +42,15 @@ def server(tmp_path_factory):
     if reason:
         print(f"skipping the browser tests: {reason}")
         pytest.skip(reason)
-    import uvicorn
 
-    from dcgan.share.serve import create_app, listen, load_explorer
+    from dcgan.share.serve import create_app, listen, load_explorer, make_server
 
     root = tmp_path_factory.mktemp("browser")
     out = root / "export"
     assert cli.main(["export", "--checkpoint", str(make_run(root)), "--out", str(out)]) == 0
     app = create_app(load_explorer(str(out), "cpu"))
     sock = listen("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    srv = make_server(app)  # what `dcgan serve` runs
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + WAIT_S

@@ -70,10 +70,10 @@ def weights_bytes(G: Generator, D: Discriminator | None, metadata: dict[str, str
 
 
 def write_weights(folder: Path, G: Generator, D: Discriminator | None, facts: dict[str, Any]) -> None:
-    """model.safetensors and training.json (config.json comes last: `write_config`)."""
-    from .. import __version__
-
-    write_bytes(folder / WEIGHTS_FILE, weights_bytes(G, D, {"dcgan_version": __version__}))
+    """model.safetensors and training.json (config.json comes last: `write_config`). The weights'
+    header holds one metadata entry: safetensors writes several in a random order, and the same
+    checkpoint should give the same bytes (the version is in training.json's `meta`)."""
+    write_bytes(folder / WEIGHTS_FILE, weights_bytes(G, D, {}))
     write_text(folder / TRAINING_FILE, json.dumps(facts, indent=2, allow_nan=False) + "\n")
 
 
