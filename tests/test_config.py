@@ -63,7 +63,7 @@ def test_yaml_then_overrides_and_round_trip(tmp_path):
     (["train.beta1=1.5"], "train.beta1=1.5 must be in"),
     (["train.device=gpu"], "train.device='gpu' is not a device"),
     (["data.download=maybe"], "data.download='maybe' must be true or false"),
-    (["train.precision=fp8"], "train.precision='fp8' is not supported; use one of fp32, bf16, fp16"),
+    (["train.precision=fp8"], "train.precision='fp8' is not supported; use one of auto, fp32, bf16, fp16"),
     (["model.d_head=linear"], "model.d_head='linear' is not supported"),
     (["nokey"], "is not KEY=VALUE"),
 ])

@@ -171,7 +171,7 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 # seed) would make the run something else: start a new run for that.
 RESUME_MAY_CHANGE = (
     "name", "train.epochs", "train.max_steps", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
-    "train.weight_decay", "train.device", "train.precision", "train.channels_last", "train.compile",
+    "train.weight_decay", "train.device", "train.precision", "train.threads", "train.channels_last", "train.compile",
     "train.sync_bn", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
     "train.progress", "train.ema", "train.ema_kimg", "train.ema_rampup", "train.lr_schedule", "train.lr_warmup",
     "train.r1_gamma", "train.r2_gamma", "train.reg_every", "data.download", "data.in_memory", "data.cache_dir", "data.num_workers",

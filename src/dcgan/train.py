@@ -32,7 +32,7 @@ from .augment import diff_augment
 from .checkpoint import load_state, save_checkpoint
 from .config import Config, TrainConfig, from_dict, save_config
 from .data import Batches, to_model_range
-from .devices import pick_device
+from .devices import Choice, CollapseWatch, pick_device, resolve_precision, set_threads
 from .ema import ema_beta, ema_copy, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
@@ -324,7 +324,7 @@ def _restore(state: TrainState, plan: RunPlan, info: dist_utils.DistInfo, per_ra
 
 
 def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: Path,
-                   info: dist_utils.DistInfo) -> MetricsLog:
+                   info: dist_utils.DistInfo, chosen: dict[str, Choice] | None = None) -> MetricsLog:
     """Rank 0, once the start is known to be good: the directory, the first records, then
     config.yaml, last and atomically: a start that fails on the way (I/O) leaves the run's
     config.yaml as it was (a resume) or absent (a new run, then removed by `_discard_if_new`)."""
@@ -345,8 +345,14 @@ def _start_outputs(plan: RunPlan, state: TrainState, batches: Batches, run_dir: 
               file=sys.stderr)
     else:
         save_grid(batches.sample(cfg.train.num_fixed), run_dir / "samples" / "real.png")
+    chosen = chosen or {}
+    metrics.write({"kind": "start", "step": state.step, **{k: c.record() for k, c in chosen.items()},
+                   "time": time.time()})  # what auto settings resolved to on this machine, and why
     fault_point("outputs")
-    save_config(cfg, run_dir / "config.yaml")
+    note = "".join(f"\n  {c.line(k)}" for k, c in chosen.items())
+    save_config(cfg, run_dir / "config.yaml",
+                note=f"resolved on this machine at step {state.step} (see the start records in metrics.jsonl):{note}"
+                if note else "")
     fault_point("started")
     return metrics
 
@@ -394,11 +400,12 @@ def build_step(cfg: Config, state: TrainState, device: torch.device,
         G_train, D_pair = DDP(G_train, device_ids=ids), DDP(D_pair, device_ids=ids)
     if tc.compile:
         G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+    precision = resolve_precision(tc.precision, device).used  # auto: bf16 where native, else fp32
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext
     return GANStep(G_train=G_train, D_pair=D_pair, D=D, opt_G=state.opt_G, opt_D=state.opt_D, nz=mc.nz,
                    z_dist=mc.z_dist, d_steps=tc.d_steps, g_steps=tc.g_steps, autocast=autocast,
-                   scaler=torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None,
+                   scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
                    to_input=lambda x: to_model_range(x).contiguous(memory_format=mem_format),
                    loss=tc.loss, augment=diff_augment(tc.augment),
                    r1_gamma=tc.r1_gamma, r2_gamma=tc.r2_gamma, reg_every=tc.reg_every)
@@ -408,6 +415,7 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
     cfg = plan.cfg
     tc = cfg.train
     run_dir = Path(dist_utils.broadcast_object(str(plan.run_dir), info))  # every rank: rank 0's choice
+    chosen = {"train.precision": resolve_precision(tc.precision, device), "train.threads": set_threads(tc.threads)}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 unless precision says otherwise
@@ -443,10 +451,11 @@ def _train(plan: RunPlan, info: dist_utils.DistInfo, device: torch.device) -> Tr
 
         evaluator = dist_utils.wait_for_main(info, lambda: build_evaluator(cfg, device))
     # Outputs: only rank 0 writes, and only now that the start is known to be good.
-    metrics = _start_outputs(plan, state, batches, run_dir, info) if info.is_main else None
+    metrics = _start_outputs(plan, state, batches, run_dir, info, chosen) if info.is_main else None
     if info.is_main:
         print(f"run directory: {run_dir}\ndevice: {device} ({platform.processor() or platform.machine()}), "
               f"{batches.num_images} images, {iters_per_epoch} steps/epoch, {total_steps} steps", file=sys.stderr)
+        print("\n".join(c.line(k) for k, c in chosen.items()), file=sys.stderr)
         if info.enabled:  # the learning rate is never scaled behind the user's back
             print(f"processes: {info.world} x {per_rank_batch} images = {per_rank_batch * info.world} per step "
                   f"(train.batch_size_scope={tc.batch_size_scope}); lr_d={tc.lr_d:g}, lr_g={tc.lr_g:g} as "
@@ -473,14 +482,23 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
     noise_gen = torch.Generator(device=device)
     window = LogWindow(time.perf_counter(), state.step)
     main = info.is_main
+    # A collapse of the CPU step's own throughput is warned about once; only windows of steps
+    # alone count (`busy`: the window also wrote grids, checkpoints or scores).
+    watch = CollapseWatch(torch.get_num_threads(), fix=f"--set train.threads=1 (to continue this run: "
+                          f"dcgan train --resume {run_dir} --set train.threads=1)") if main and device.type == "cpu" else None
+    busy = False
 
     def log_window() -> dict[str, float] | None:
+        nonlocal busy
         try:
             rec = window.flush(state.step, images_per_step, info)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"{e}; {_diverged_hint(run_dir)}") from None
         if rec is not None and metrics is not None:
             metrics.write({**rec, "epoch": state.position.epoch})
+        if rec is not None and watch is not None and not busy and (warning := watch.observe(rec["images_per_s"])):
+            log.warning("warning: %s", warning)
+        busy = False
         return rec
 
     bar = None
@@ -519,16 +537,19 @@ def _loop(cfg: Config, state: TrainState, step_fn: GANStep, batches: Batches, to
                                         img_s=f"{rec['images_per_s']:.0f}")
                 if main and (step % tc.sample_every == 0 or is_last):
                     save_samples(state, run_dir)
+                    busy = True
                 if evaluator is not None and (step % cfg.eval.every == 0 or is_last):
                     # Rank 0 generates and scores; the others wait on the long-timeout group.
                     scores = dist_utils.wait_for_main(info, lambda s=step: evaluator(state.G_eval, s))
                     if scores is not None:
                         _record_eval(cfg, state, scores, run_dir, meta, metrics)
+                    busy = True
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not is_last:
                     log_window()  # every rank: the window's mean is a collective
                     if main:
                         save_periodic(state, cfg, meta, run_dir)
                         save_last(state, cfg, meta, run_dir)
+                        busy = True
                 if stopping:
                     status = "interrupted"
                     break
