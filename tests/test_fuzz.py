@@ -68,7 +68,8 @@ OPTIONS: dict[str, dict[str, str]] = {
     "train": {"--config": "file_in", "--run-dir": "dir_out", "--runs-root": "dir_out", "--nproc": "capped",
               "--resume": "ckpt", "--set": "set"},
     "sample": {"--checkpoint": "ckpt", "--num": "count", "--out": "png_out", "--seed": "seed",
-               "--batch-size": "capped", "--bn-mode": "choice", "--save-z": "file_out", "--device": "device"},
+               "--batch-size": "capped", "--bn-mode": "choice", "--save-z": "file_out", "--device": "device",
+               "--threads": "count0"},
     "eval": {"--checkpoint": "ckpt", "--images": "dir_in", "--metrics": "names", "--features": "choice",
              "--num": "count", "--split": "split", "--num-real": "count0", "--seed": "seed",
              "--inception-weights": "file_in", "--classifier-epochs": "count", "--classifier": "file_in",
@@ -102,7 +103,8 @@ OPTIONS: dict[str, dict[str, str]] = {
     "paper report": {"--checkpoint": "ckpt", "--device": "device", "--out": "dir_out", "--seed": "seed",
                      "--num-train": "not_here", "--num-test": "not_here", "--draws": "not_here"},
     "export": {"--checkpoint": "ckpt", "--out": "dir_out", "--format": "names"},
-    "serve": {"--checkpoint": "ckpt", "--host": "host", "--port": "port", "--device": "device"},
+    "serve": {"--checkpoint": "ckpt", "--host": "host", "--port": "port", "--device": "device",
+              "--threads": "count0"},
 }
 
 # Values that are not errors for one option although its kind lists them (with the reason).
@@ -240,7 +242,7 @@ RANGE: dict[str, tuple[str, ...]] = {
     "train.lr_d": ("0", "-1", "nan", "inf", "100"), "train.beta1": ("-0.1", "1", "nan", "inf"),
     "train.beta2": ("-0.1", "1", "nan", "inf"), "train.weight_decay": ("-1", "nan", "inf"),
     "train.d_steps": ("0", "-1", HUGE), "train.g_steps": ("0", "-1", HUGE), "train.seed": ("-1",),
-    "train.device": ("nope", "cuda:99", "cuda:x", ""), "train.precision": ("fp8",),
+    "train.device": ("nope", "cuda:99", "cuda:x", ""), "train.precision": ("fp8",), "train.threads": ("-1", "2000", HUGE),
     "train.channels_last": ("maybe",), "train.compile": (), "train.sync_bn": (),
     "train.log_every": ("0", "-1"), "train.sample_every": ("0", "-1"), "train.checkpoint_every": ("-1",),
     "train.num_fixed": ("0", "-1", HUGE), "train.tensorboard": (), "train.progress": (),
@@ -249,6 +251,10 @@ RANGE: dict[str, tuple[str, ...]] = {
     "eval.inception_weights": (), "eval.ssl_steps": ("0", "-1", "100001", HUGE),
     "model.d_norm": ("nope",), "train.loss": ("wgan",), "train.ema": ("-0.1", "1", "nan"),
     "train.augment": ("flip", "color,nope"),
+    "train.r1_gamma": ("-1", "nan", "inf", "1e9"), "train.r2_gamma": ("-1", "nan", "inf", "1e9"),
+    "train.reg_every": ("0", "-1", "1001", HUGE), "train.lr_schedule": ("nope", "step"),
+    "train.lr_warmup": ("-1",), "train.ema_kimg": ("-1", "nan", "inf", "1e9"),
+    "train.ema_rampup": ("-0.1", "2", "nan"),
 }
 # Extra --set lines a value needs to be reached (e.g. eval.best matters only when eval.every > 0).
 KEY_COMPANIONS = {"eval.best": ["eval.every=2"], "eval.split": ["eval.every=2"],

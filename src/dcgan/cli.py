@@ -91,13 +91,16 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
                    help="draw each sample's index on the grid, for `dcgan paper arithmetic` (default off)")
     p.add_argument("--save-z", metavar="FILE", help="also save the latent vectors (a .pt tensor (N, nz)); default: not saved")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op CPU threads (default 0: the CPUs this process may use, or OMP_NUM_THREADS; "
+                        "1 when other programs share the CPU)")
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from .atomic import check_output_file
     from .checkpoint import load_models
-    from .devices import pick_device
+    from .devices import pick_device, set_threads
     from .sampling import generate, noise, save_folder, save_grid, save_numbered_grid
 
     if args.num <= 0:
@@ -106,6 +109,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise DCGANError(f"--batch-size {args.batch_size} must be in 1..65536 (images per forward pass)")
     if args.save_z:  # checked before --out is written, so a failed command writes nothing
         check_output_file(args.save_z, "--save-z")
+    set_threads(args.threads, "--threads")
     device = pick_device(args.device)
     G, _, cfg, _ = load_models(args.checkpoint, device, ema=not args.no_ema)
     z = noise(args.num, cfg.model.nz, cfg.model.z_dist, args.seed, device)

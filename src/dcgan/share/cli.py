@@ -50,11 +50,18 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1: this machine only; anything else warns)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu) | cpu | cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op CPU threads (default 0: the CPUs this process may use, or OMP_NUM_THREADS; "
+                        "1 serves more grids per second when other programs share the CPU)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..devices import set_threads
     from .serve import serve
 
+    logging.getLogger(__name__).info("%s", set_threads(args.threads, "--threads").line("threads"))
     serve(args.checkpoint, host=args.host, port=args.port, device=args.device)
     return 0
