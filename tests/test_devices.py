@@ -242,3 +242,32 @@ def test_the_loop_warns_once_when_its_throughput_collapses(tiny_cfg, tmp_path, c
     assert len(warnings) == 1, warnings
     assert "--set train.threads=1" in warnings[0] and f"--resume {run}" in warnings[0]
     assert len(flushed) == 8 and "10 images/s against 100" in warnings[0]
+
+
+def test_sample_and_serve_take_threads(tiny_cfg, tmp_path, monkeypatch, caplog):
+    from dcgan import cli
+    from dcgan.share import serve as serve_mod
+    from dcgan.train import train
+
+    before = torch.get_num_threads()
+    run = train(tiny_cfg(train={"max_steps": 2, "threads": 1}), run_dir=tmp_path / "r").run_dir
+    served = []
+    monkeypatch.setattr(serve_mod, "serve", lambda checkpoint, **kw: served.append(checkpoint))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        torch.set_num_threads(2)
+        assert cli.main(["sample", "--checkpoint", str(run), "--num", "4", "--out", str(tmp_path / "g.png"),
+                         "--device", "cpu", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "g.png").is_file()
+        torch.set_num_threads(2)
+        assert cli.main(["sample", "--checkpoint", str(run), "--num", "4", "--out", str(tmp_path / "h.png"),
+                         "--device", "cpu"]) == 0
+        assert torch.get_num_threads() == 1  # 0 = auto: here OMP_NUM_THREADS
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.INFO, logger="dcgan.share.cli"):
+            assert cli.main(["serve", "--checkpoint", str(run), "--threads", "1"]) == 0
+        assert served == [str(run)] and torch.get_num_threads() == 1
+        assert "threads: 1 -> 1 (--threads=1)" in caplog.text
+        assert cli.main(["serve", "--checkpoint", str(run), "--threads", "-1"]) == 2
+    finally:
+        torch.set_num_threads(before)
