@@ -12,6 +12,13 @@ For each (image size, channels, batch size) it measures, on real Fashion-MNIST:
 It prints a table and writes JSON. Not a test: run it on a quiet machine.
 
     python bench/bench_train.py --sizes 32 64 --batch-sizes 128 --out bench/results-cpu.json
+
+`--contention` measures something else: the step's images/s on CPU for each thread setting
+(PyTorch's default, the auto pick of dcgan.devices.pick_threads, 1 thread) first alone, then
+while the script itself runs `--busy N` CPU-bound processes (a Python busy loop each) beside
+it, as other programs sharing the machine would. Start it on an otherwise quiet machine.
+
+    python bench/bench_train.py --contention --sizes 32 --channels 1 --out bench/results-contention.json
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -194,6 +203,66 @@ def time_plain(cfg: DataConfig, batch: int, device: torch.device, steps: int, wa
     return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
 
 
+BUSY_LOOP = "while True: pass"
+
+
+def start_busy(n: int) -> list[subprocess.Popen]:
+    """`n` CPU-bound processes (one core each), like other programs sharing the machine."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+    time.sleep(0.5)  # let them get scheduled before timing
+    return procs
+
+
+def stop_busy(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+def contention(args: argparse.Namespace) -> None:
+    """Images/s per thread setting, alone and beside `args.busy` busy-loop processes."""
+    from dcgan.devices import pick_threads, usable_cpus
+
+    device = torch.device("cpu")
+    default = torch.get_num_threads()  # PyTorch's own pick (OMP_NUM_THREADS if set, else the cores)
+    auto = pick_threads(0)
+    settings = {"default": default, "auto": auto.used, "1": 1}
+    labels = [label for label in args.threads if label in settings]
+    machine = {"device": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "usable_cpus": usable_cpus()[0], "default_threads": default, "auto_threads": auto.used,
+               "auto_why": auto.why, "busy_processes": args.busy, "torch": torch.__version__,
+               "python": platform.python_version(), "loadavg_before": os.getloadavg()}
+    print(json.dumps(machine))
+    rows = []
+    for size in args.sizes:
+        for ch in args.channels:
+            cfg = data_cfg(args.root, size, ch, args.cache_dir)
+            for batch in args.batch_sizes:
+                for busy in (0, args.busy):
+                    for label in labels:
+                        torch.set_num_threads(settings[label])
+                        procs = start_busy(busy) if busy else []
+                        try:
+                            r = time_ours(cfg, batch, device, args.steps, args.warmup, precision=args.precision[0],
+                                          channels_last=True, compile_=False)
+                        finally:
+                            stop_busy(procs)
+                        rows.append({"size": size, "channels": ch, "batch": batch, "precision": args.precision[0],
+                                     "threads": label, "num_threads": settings[label], "busy_processes": busy,
+                                     "images_per_s": r["images_per_s"]})
+                        print(rows[-1])
+    torch.set_num_threads(default)
+    machine["loadavg_after"] = os.getloadavg()
+    print(f"\n{'size':>4} {'ch':>2} {'batch':>5} {'threads':>12} {'busy':>4} {'img/s':>8}")
+    for r in rows:
+        print(f"{r['size']:>4} {r['channels']:>2} {r['batch']:>5} {r['threads'] + ' (' + str(r['num_threads']) + ')':>12} "
+              f"{r['busy_processes']:>4} {r['images_per_s']:>8.1f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
@@ -210,7 +279,16 @@ def main() -> None:
     p.add_argument("--root", default="./data")
     p.add_argument("--cache-dir", default="~/.cache/dcgan")
     p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--contention", action="store_true",
+                   help="thread settings alone and beside --busy CPU-bound processes (CPU only; no roofline, "
+                        "no plain loop)")
+    p.add_argument("--busy", type=int, default=1, help="with --contention: busy-loop processes to start (default 1)")
+    p.add_argument("--threads", nargs="+", default=["default", "auto", "1"],
+                   help="with --contention: thread settings to time: default (PyTorch's), auto (dcgan's), 1")
     args = p.parse_args()
+    if args.contention:
+        contention(args)
+        return
 
     device = torch.device(args.device)
     # The roofline: the best FLOP/s of a large matmul or of DCGAN's own conv layer on this machine
