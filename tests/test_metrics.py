@@ -141,7 +141,7 @@ def test_registry_is_the_one_table():
     """Every metric names a compute function that exists; config validation and the CLI's list read it."""
     for m in registry.METRICS.values():
         assert callable(getattr(compute, m.compute)), m.name
-        assert m.network in (registry.CLASSIFIER, registry.INCEPTION)
+        assert m.network in (registry.CLASSIFIER, registry.INCEPTION, registry.SSL)
         assert all(s.better in (registry.LOWER, registry.HIGHER, "") for s in m.scores)
     assert registry.score_keys(["pr_clf", "fd_clf"]) == ["precision_clf", "recall_clf", "fd_clf"]
     assert registry.ranked_keys(["kid_clf"]) == ["kid_clf"]  # the spread ranks nothing

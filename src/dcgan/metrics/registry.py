@@ -112,7 +112,7 @@ def default_metrics(dataset: str, features: str | None = None, *, training: bool
 
 def default_best(metrics: list[str] | tuple[str, ...]) -> str:
     """The score that picks best.pt when `eval.best` is left at auto: the first ranked score."""
-    ranked = ranked_keys(metrics)
+    ranked = ranked_keys([m for m in metrics if m in METRICS])  # an unknown name is reported by the caller
     return ranked[0] if ranked else ""
 
 
