@@ -131,6 +131,57 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- prepare -----------------------------------------------------------------------------------
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="decode a dataset once into a memory-mapped array to train from",
+                       description="Decode and resize every image of the config's data section (a dataset, an "
+                                   "image folder, LSUN's lmdb) once, at data.image_size and data.channels, on all "
+                                   "cores, into DIR: images.npy (uint8 N x C x S x S), labels.npy where the source "
+                                   "has labels, and dataset.json (written last: a folder without it is "
+                                   "unfinished). Train from it with --set data.name=prepared --set data.root=DIR. "
+                                   "Stopped half-way, the same command continues; DIR must be absent, empty, or "
+                                   "an unfinished prepare.")
+    p.add_argument("--config", help="YAML config whose data section names the source (default: none, i.e. "
+                                    "CIFAR-10 at 64 px)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.root=/data/faces (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (required)")
+    p.add_argument("--workers", type=int, default=-1, metavar="N",
+                   help="decoding processes (default: one per CPU core; 0 decodes in this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify", action="store_true",
+                   help="write nothing: check the prepared DIR in full (every byte against the sha256 in its "
+                        "dataset.json), e.g. a copy on another machine; --config is not needed")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .config import load_config
+    from .prepare import prepare
+
+    if not -1 <= args.workers <= 256:
+        raise DCGANError(f"--workers {args.workers} must be in 0..256, or -1 for one per CPU core")
+    if args.verify:
+        from .prepare import verify
+
+        m = verify(args.out)
+        print(f"{args.out}: {m['count']} images, {m['image_size']} px, {m['channels']} channel(s): the arrays match "
+              f"dataset.json ({m['fingerprint'][:19]}...)")
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    command = shlex.join(["dcgan", *getattr(args, "argv", [])])
+    m = prepare(cfg.data, args.out, workers=args.workers, command=command, progress=not args.no_progress)
+    skipped = f", {m['skipped']} undecodable skipped" if m["skipped"] else ""
+    print(f"{args.out}: {m['count']} images of {m['source']['name']} at {m['image_size']} px, "
+          f"{m['channels']} channel(s){skipped}, {m['bytes'] / 1e9:.2f} GB; train with "
+          f"--set data.name=prepared --set data.root={shlex.quote(str(args.out))}")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="dcgan", description="DCGAN (Radford et al. 2016), reproduced.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_sample, add_metrics_commands, add_paper_commands, add_share_commands):
+    for add in (add_train, add_prepare, add_sample, add_metrics_commands, add_paper_commands, add_share_commands):
         add(sub)
     return parser
 
@@ -188,6 +239,7 @@ def _fault_message(e: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (dcgan prepare records it)
     try:
         return args.func(args) or 0
     except DCGANError as e:

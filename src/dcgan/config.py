@@ -24,14 +24,14 @@ from .safe_yaml import YamlRefused, YamlText
 from .safe_yaml import load as load_yaml
 from .tables import CONFIG_TABLES
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder")
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder", "prepared")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
 
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion_mnist | svhn | celeba | lsun | folder
-    root: str = "./data"  # where torchvision datasets live / the image folder for `folder`
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion_mnist | svhn | celeba | lsun | folder | prepared (written by `dcgan prepare`)
+    root: str = "./data"  # where torchvision datasets live / the image folder for `folder` / the folder `dcgan prepare --out` wrote
     image_size: int = 64  # a power of two, 16..256; images are resized + centre-cropped to it
     channels: int = 3  # 1 (grayscale) or 3 (RGB); images are converted as needed
     download: bool = True  # let torchvision download the dataset when it is missing

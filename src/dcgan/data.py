@@ -35,6 +35,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -77,8 +78,6 @@ def to_8bit_mode(im: Image.Image, channels: int) -> Image.Image:
     scaled from 0..65535 to 0..255, where PIL's own convert() would clip every value above 255 to
     white; 16-bit RGB(A) PNGs already open as 8-bit RGB(A) in PIL."""
     if im.mode.startswith("I;16") or im.mode == "I":
-        import numpy as np
-
         wide = np.asarray(im).astype(np.float64)
         im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
     return im.convert("L" if channels == 1 else "RGB")
@@ -110,12 +109,15 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 class ImageFiles(Dataset):
     """Every readable image file under `root`, recursively; no class sub-folders needed.
 
-    Unreadable files are skipped with a logged count; a folder with no usable image fails.
-    A file that passes this check but fails to decode later is skipped where it is decoded
-    (`load_images` drops and counts it; streamed batches use the next image instead).
+    `check` (True, False, or a function of the number of files) says whether every file is opened
+    at start-up: then unreadable files are skipped with a logged count and a folder with no
+    usable image fails at once. Folders too big for the in-memory cache are not checked up front
+    (`build_source`): listing them is all that happens before the first step. A file that fails to
+    decode later is skipped where it is decoded (`load_images` and `dcgan prepare` drop and count
+    it; streamed batches use the next image instead, with a warning and a count).
     """
 
-    def __init__(self, root: str | Path, transform=None) -> None:
+    def __init__(self, root: str | Path, transform=None, *, check=True) -> None:
         root = Path(root).expanduser()
         if not _is_dir(root):
             raise DataError(f"image folder {str(root)!r} does not exist; set data.root to a folder of images")
@@ -128,6 +130,13 @@ class ImageFiles(Dataset):
         if not candidates:
             raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}; "
                             "set data.root to a folder that holds images")
+        self.transform = transform
+        self.checked = bool(check(len(candidates)) if callable(check) else check)
+        if not self.checked:
+            self.files, self.num_skipped = candidates, 0
+            log.info("image folder %s: %d files, checked as they are read (unreadable ones are skipped and "
+                     "counted)", root, len(candidates))
+            return
         with ThreadPoolExecutor(max_workers=8) as pool:
             ok = list(pool.map(_readable, candidates))
         self.files = [p for p, good in zip(candidates, ok) if good]
@@ -138,7 +147,6 @@ class ImageFiles(Dataset):
         if self.num_skipped:
             log.warning("skipped %d unreadable of %d image files under %s",
                         self.num_skipped, len(candidates), root)
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
@@ -245,8 +253,12 @@ def build_source(cfg: DataConfig, split: str | None = None) -> Dataset:
     _check_split(cfg, split)
     root = Path(cfg.root).expanduser()
     tf = image_transform(cfg.image_size, cfg.channels)
-    if cfg.name == "folder":
-        return ImageFiles(root, tf)
+    if cfg.name == "folder":  # every file checked up front only where the in-memory cache takes them
+        return ImageFiles(root, tf, check=lambda n: fits_in_memory(cfg, n))
+    if cfg.name == "prepared":
+        from .prepare import open_prepared
+
+        return PreparedSource(open_prepared(cfg, split))
     if cfg.name == "fashion_mnist":
         _provide_debian_fashion_mnist(root)
     try:
@@ -328,6 +340,14 @@ def data_fingerprint(cfg: DataConfig, split: str) -> str:
         settings["lsun_classes"] = list(cfg.lsun_classes)
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     root = Path(cfg.root).expanduser()
+    if cfg.name == "prepared":  # its content fingerprint (dataset.json) and its arrays' stat
+        from .prepare import fingerprint
+
+        try:
+            h.update(fingerprint(cfg, split).encode())
+            return h.hexdigest()[:16]
+        except DataError:  # not (yet) a valid prepared folder: key by whatever files are there
+            pass
     if cfg.name == "folder":
         entries = _image_entries(root)
     else:
@@ -477,6 +497,12 @@ def load_images(cfg: DataConfig, split: str | None = None, *, use_cache: bool = 
     (applied after the cache, so it shares one file).
     """
     split = split or cfg.split
+    if cfg.name == "prepared":  # already uint8 at the training size: mapped, not decoded or cached
+        from .prepare import open_prepared
+
+        prep = open_prepared(cfg, split, mode="c")  # copy-on-write: a writable tensor, no copy
+        labels = torch.from_numpy(np.array(prep.labels)) if prep.labels is not None else None
+        return ImageData(torch.from_numpy(prep.images), labels, cfg.name, split)
     cached = _read_cache(cache_path(cfg, split), cfg) if use_cache else None
     if cached is not None:
         images, labels = cached
@@ -566,25 +592,35 @@ class Batches:
     """Real training batches as uint8 tensors on the device, one epoch at a time.
 
     In memory: the uint8 tensor (on the GPU when it is one) is indexed by a shuffled
-    permutation. Streamed: a DataLoader over the decoding source with the same sampler.
-    Either way each batch is (B, C, S, S) uint8; the last incomplete batch is dropped so that
-    every BN batch has the configured size.
+    permutation. Prepared (`dcgan prepare`): the same permutation gathers rows from the
+    memory-mapped array, a batch ahead in a background thread; only this rank's shard is read.
+    Streamed: a DataLoader over the decoding source with the same sampler. Either way each batch
+    is (B, C, S, S) uint8, the same images in the same order for the same (seed, epoch); the last
+    incomplete batch is dropped so that every BN batch has the configured size.
     """
 
     def __init__(self, cfg: DataConfig, batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world: int = 1) -> None:
         self.device, self.batch_size = device, batch_size
         self.memory: torch.Tensor | None = None
+        self.mapped: np.ndarray | None = None
         self.loader: DataLoader | None = None
-        cached = cfg.in_memory != "never" and _is_file(cache_path(cfg, cfg.split))
-        source = None if cached else build_source(cfg)
-        if cached or fits_in_memory(cfg, len(source)):
+        self._prefetch: ThreadPoolExecutor | None = None
+        prepared = cfg.name == "prepared"
+        cached = not prepared and cfg.in_memory != "never" and _is_file(cache_path(cfg, cfg.split))
+        source = None if cached or prepared else build_source(cfg)
+        if prepared and cfg.in_memory != "always":
+            from .prepare import open_prepared
+
+            self.mapped = open_prepared(cfg, cfg.split).images  # a read-only memory map
+            n = self.mapped.shape[0]
+        elif cached or prepared or fits_in_memory(cfg, len(source)):
             data = load_images(cfg, source=source)
             images = data.images
             if device.type == "cuda":
                 images = images.to(device)  # a few hundred MB at most: no host->device copy per step
             elif device.type == "cpu":
-                images = images.contiguous()
+                images = images.clone() if prepared else images.contiguous()  # prepared: read into memory
             self.memory = images
             n = images.shape[0]
         else:
@@ -615,6 +651,19 @@ class Batches:
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
                 batch = self.memory.index_select(0, idx)
                 yield batch.to(self.device, non_blocking=True)
+        elif self.mapped is not None:
+            per_rank = self.num_images // self.world
+            perm = epoch_permutation(self.num_images, self.seed, epoch)[self.rank::self.world][:per_rank].numpy()
+            if self._prefetch is None:
+                self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcgan-batches")
+            pending = None
+            for i in range(start_batch, self.steps_per_epoch + 1):
+                ahead = None
+                if i < self.steps_per_epoch:  # read the next batch while this one trains
+                    ahead = self._prefetch.submit(self._gather, perm[i * self.batch_size:(i + 1) * self.batch_size])
+                if pending is not None:
+                    yield pending.result().to(self.device, non_blocking=True)
+                pending = ahead
         else:
             self.sampler.set_epoch(epoch, start_batch)
             for batch in _one_line_errors(self.loader):
@@ -624,9 +673,35 @@ class Batches:
         """The first n images of epoch 0's order, for the real-image grid (uint8, on CPU)."""
         if self.memory is not None:
             return self.memory[epoch_permutation(self.num_images, self.seed, 0)[:n].to(self.memory.device)].cpu()
+        if self.mapped is not None:
+            return self._gather(epoch_permutation(self.num_images, self.seed, 0)[:n].numpy())
         ds = self.loader.dataset
         idx = epoch_permutation(self.num_images, self.seed, 0)[:n].tolist()
         return torch.stack([ds[i][0] for i in idx])
+
+
+    def _gather(self, idx: np.ndarray) -> torch.Tensor:
+        """Rows `idx` of the memory map, in that order; read in file order (fewer seeks)."""
+        order = np.argsort(idx, kind="stable")
+        out = np.empty((len(idx), *self.mapped.shape[1:]), dtype=np.uint8)
+        out[order] = self.mapped[idx[order]]
+        batch = torch.from_numpy(out)
+        return batch.pin_memory() if self.device.type == "cuda" else batch
+
+
+class PreparedSource(Dataset):
+    """A prepared dataset (`dcgan prepare`) as a source: (uint8 tensor (C, S, S), label or -1)."""
+
+    def __init__(self, prepared) -> None:
+        self.prepared = prepared
+        self.labels = None if prepared.labels is None else torch.from_numpy(np.array(prepared.labels))
+
+    def __len__(self) -> int:
+        return self.prepared.images.shape[0]
+
+    def __getitem__(self, i: int):
+        label = int(self.labels[i]) if self.labels is not None else -1
+        return torch.from_numpy(np.array(self.prepared.images[i])), label
 
 
 def _collate_images(items):
@@ -641,6 +716,7 @@ class _StandIn(Dataset):
 
     def __init__(self, source: Dataset) -> None:
         self.source = source
+        self.skipped = 0  # in this process (each DataLoader worker counts its own)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -652,10 +728,17 @@ class _StandIn(Dataset):
             try:
                 return self.source[j]
             except Exception as e:  # truncated or damaged file, I/O error
-                log.warning("skipping unreadable image %s (%s); using the next one",
-                            _item_name(_inner(self.source), _inner_index(self.source, j)), _reason(e))
+                self.skipped += 1
+                log.warning("skipping unreadable image %s (%s); using the next one (%d skipped so far%s)",
+                            _item_name(_inner(self.source), _inner_index(self.source, j)), _reason(e),
+                            self.skipped, _in_worker())
         raise DataError(f"{min(n, self.MAX_TRIES)} images in a row from #{i} could not be decoded; "
                         "check that the files under data.root are valid images")
+
+
+def _in_worker() -> str:
+    info = torch.utils.data.get_worker_info()
+    return f" by loader worker {info.id}" if info is not None else ""
 
 
 def _inner(source: Dataset) -> Dataset:
