@@ -125,8 +125,8 @@ HOSTILE = {  # kind -> (what to do to a copy of a good export, a word the error 
     "training_step_text": (lambda f: _edit_json(f, "training.json", _set("step", "many")), "step"),
     "training_evals_dict": (lambda f: _edit_json(f, "training.json", _set("evals", {"a": 1})), "evals"),
     "training_eval_list": (lambda f: _edit_json(f, "training.json", _set("evals", [[1, 2]])), "evals"),
-    "training_eval_nested": (lambda f: _edit_json(f, "training.json", _set("evals", [{"step": 1, "x": {}}])),
-                             "evals"),
+    "training_eval_step_text": (lambda f: _edit_json(f, "training.json", _set("evals", [{"step": "one"}])),
+                                "evals[0].step"),
     "training_meta_list": (lambda f: _edit_json(f, "training.json", _set("meta", [1])), "meta"),
     "training_best_text": (lambda f: _edit_json(f, "training.json", _set("best", "great")), "best"),
     "training_config_bad": (lambda f: _edit_json(f, "training.json", _set("config.model.nz", "many")), "model.nz"),
@@ -225,19 +225,20 @@ def test_from_pretrained_refuses_a_non_finite_discriminator(good_export, tmp_pat
 
 
 def test_training_json_with_non_finite_scores_is_tolerated(good_export, sandbox, capsys):
-    """NaN or infinite numbers in training.json's records become null: sampling, re-export and
-    the explorer's /api/info (JSON without NaN) still work."""
+    """NaN or infinite numbers in training.json's records become null and nested values are
+    dropped: sampling, re-export and the explorer's /api/info (JSON without NaN) still work."""
     folder = sandbox.tmp / "nan-scores"
     shutil.copytree(good_export, folder)
     text = (folder / "training.json").read_text()
     facts = json.loads(text)
-    facts["evals"] = [{"step": 1, "fd_clf": float("nan")}, {"step": 2, "fd_clf": float("inf")}]
+    facts["evals"] = [{"step": 1, "fd_clf": float("nan"), "extra": {"nested": [1]}}, {"step": 2, "fd_clf": float("inf")}]
     facts["best"] = {"step": 2, "fd_clf": float("-inf")}
     (folder / "training.json").write_text(json.dumps(facts))
     assert run_cli(with_option("sample", "--checkpoint", str(folder)), capsys).rc == 0
     assert run_cli(["export", "--checkpoint", str(folder), "--out", str(sandbox.tmp / "again")], capsys).rc == 0
     again = json.loads((sandbox.tmp / "again" / "training.json").read_text())
     assert [r["fd_clf"] for r in again["evals"]] == [None, None] and again["best"]["fd_clf"] is None
+    assert "extra" not in again["evals"][0]
     from fastapi.testclient import TestClient
 
     from dcgan.share.serve import create_app, load_explorer

@@ -60,8 +60,7 @@ def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
     step = ckpt.get("step", 0)
     per_rank, world = meta.get("per_rank_batch", cfg.train.batch_size), meta.get("world", 1)
-    metrics = run_dir / METRICS_FILE if run_dir else path
-    evals = read_metrics(metrics, "eval") if run_dir else []
+    evals = read_metrics(run_dir / METRICS_FILE, "eval") if run_dir else []
     raw = {
         "source": f"{run_dir.name}/checkpoints/{path.name}" if run_dir else path.name,
         "step": step, "epoch": ckpt.get("epoch", 0),
@@ -70,7 +69,7 @@ def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str
         "evals": [{k: v for k, v in r.items() if k != "kind"} for r in evals],
         "meta": meta, "generator": "ema" if "G_ema" in ckpt else "raw",
     }
-    return clean_facts(raw, metrics, strict=False)
+    return clean_facts(raw, path, strict=False)
 
 
 # --- the model card ----------------------------------------------------------------------------

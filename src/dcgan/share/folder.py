@@ -82,25 +82,31 @@ def _int(value: Any, name: str, where: Path) -> int:
     return value
 
 
-def _scalar(value: Any, name: str, where: Path) -> Any:
-    """A value of a record: numbers (non-finite ones become null), short text, true/false, null."""
-    if value is None or isinstance(value, (bool, int)):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
-            raise _bad(where, f"has {name}={str(value)[:40]}, a number out of range")
+_DROP = object()
+
+
+def _scalar(value: Any) -> Any:
+    """A value of a record: numbers (non-finite or out-of-range ones become null), short text,
+    true/false, null; anything else (lists, objects) is dropped."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return value if abs(value) <= INT_LIMIT else None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
         return value[:MAX_TEXT]
-    raise _bad(where, f"has {name} of type {type(value).__name__}; a record holds numbers and text only")
+    return _DROP
 
 
 def _record(rec: Any, name: str, where: Path) -> dict[str, Any]:
+    """A flat record (scores, protocol, versions): a JSON object of at most 200 entries whose
+    `step`, if any, is a whole number; values that are not numbers or text are dropped."""
     if not isinstance(rec, dict) or len(rec) > 200:
         raise _bad(where, f"has {name} that is not a record (a JSON object of scores)")
-    out = {str(k)[:100]: _scalar(v, f"{name}.{str(k)[:40]}", where) for k, v in rec.items()}
-    if "step" in out:
-        out["step"] = _int(out["step"], f"{name}.step", where)
+    out = {str(k)[:100]: v for k, v in ((k, _scalar(v)) for k, v in rec.items()) if v is not _DROP}
+    if "step" in rec:
+        out["step"] = _int(rec["step"], f"{name}.step", where)
     return out
 
 
