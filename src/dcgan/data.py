@@ -256,7 +256,7 @@ def build_source(cfg: DataConfig, split: str | None = None) -> Dataset:
     if cfg.name == "folder":  # every file checked up front only where the in-memory cache takes them
         return ImageFiles(root, tf, check=lambda n: fits_in_memory(cfg, n))
     if cfg.name == "prepared":
-        from .prepare import open_prepared
+        from .prepared import open_prepared
 
         return PreparedSource(open_prepared(cfg, split))
     if cfg.name == "fashion_mnist":
@@ -341,7 +341,7 @@ def data_fingerprint(cfg: DataConfig, split: str) -> str:
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     root = Path(cfg.root).expanduser()
     if cfg.name == "prepared":  # its content fingerprint (dataset.json) and its arrays' stat
-        from .prepare import fingerprint
+        from .prepared import fingerprint
 
         try:
             h.update(fingerprint(cfg, split).encode())
@@ -498,7 +498,7 @@ def load_images(cfg: DataConfig, split: str | None = None, *, use_cache: bool = 
     """
     split = split or cfg.split
     if cfg.name == "prepared":  # already uint8 at the training size: mapped, not decoded or cached
-        from .prepare import open_prepared
+        from .prepared import open_prepared
 
         prep = open_prepared(cfg, split, mode="c")  # copy-on-write: a writable tensor, no copy
         labels = torch.from_numpy(np.array(prep.labels)) if prep.labels is not None else None
@@ -610,7 +610,7 @@ class Batches:
         cached = not prepared and cfg.in_memory != "never" and _is_file(cache_path(cfg, cfg.split))
         source = None if cached or prepared else build_source(cfg)
         if prepared and cfg.in_memory != "always":
-            from .prepare import open_prepared
+            from .prepared import open_prepared
 
             self.mapped = open_prepared(cfg, cfg.split).images  # a read-only memory map
             n = self.mapped.shape[0]
