@@ -92,6 +92,43 @@ def test_export_writes_the_hub_layout_and_a_model_card(exported):
     assert [r["step"] for r in facts["evals"]] == [20, 40] and facts["images_shown"] == 40 * 128
 
 
+def test_export_of_a_run_takes_best_pt_and_says_so(run, tmp_path, capsys):
+    """A run directory with checkpoints/best.pt exports best.pt (printed, in training.json and the
+    card); a checkpoint file is exported as given; a run without best.pt exports its newest."""
+    import shutil
+
+    root = tmp_path / "r"
+    shutil.copytree(run, root / "run")
+    ckpt = torch.load(root / "run" / "checkpoints" / "last.pt", weights_only=True)
+    save_checkpoint({**ckpt, "step": 20}, root / "run" / "checkpoints" / "best.pt")
+
+    assert cli.main(["export", "--checkpoint", str(root / "run"), "--out", str(tmp_path / "best")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"exporting {root / 'run' / 'checkpoints' / 'best.pt'} (the run's best evaluation")
+    facts = json.loads((tmp_path / "best" / "training.json").read_text())
+    assert facts["step"] == 20 and facts["source"] == "run/checkpoints/best.pt"
+    picked = facts["picked"]
+    assert "best.pt" in picked and "run/checkpoints/last.pt for the newest" in picked
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert "exported from `run/checkpoints/best.pt` (the run's best evaluation: " in card
+    assert "These weights are from step 20 (the best evaluation)" in card
+
+    last = root / "run" / "checkpoints" / "last.pt"
+    assert cli.main(["export", "--checkpoint", str(last), "--out", str(tmp_path / "last")]) == 0
+    assert f"exporting {last} (the checkpoint file, as given)" in capsys.readouterr().out
+    facts = json.loads((tmp_path / "last" / "training.json").read_text())
+    assert facts["step"] == 40 and facts["source"] == "run/checkpoints/last.pt" and "as given" in facts["picked"]
+
+    # Re-exporting an export keeps the choice it recorded.
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "best"), "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "training.json").read_text())["picked"] == picked
+
+    (root / "run" / "checkpoints" / "best.pt").unlink()
+    assert cli.main(["export", "--checkpoint", str(root / "run"), "--out", str(tmp_path / "newest")]) == 0
+    assert "(the run's newest checkpoint: the run has no best.pt)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "newest" / "training.json").read_text())["step"] == 40
+
+
 def test_export_sample_grid_is_the_sample_command_output(exported, run, tmp_path):
     assert cli.main(["sample", "--checkpoint", str(run), "--num", "64", "--seed", "0",
                      "--out", str(tmp_path / "g.png"), "--device", "cpu"]) == 0

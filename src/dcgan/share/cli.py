@@ -18,7 +18,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "model card (README.md) to --out. The folder loads with "
                                    "`Generator.from_pretrained(DIR)` and works as --checkpoint everywhere.")
     p.add_argument("--checkpoint", required=True,
-                   help="a checkpoint file, a run directory (its newest checkpoint) or an earlier export (required)")
+                   help="a checkpoint file (exported as given), a run directory (its checkpoints/best.pt when the "
+                        "run has one, else its newest checkpoint) or an earlier export (required)")
     p.add_argument("--out", required=True, help="the folder to write: new, empty, or an earlier export (required)")
     p.add_argument("--with-discriminator", action="store_true",
                    help="also export D (under `discriminator.` in model.safetensors); default: G only")
@@ -34,7 +35,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     if not formats:
         raise DCGANError("--format is empty; use safetensors, onnx or both (safetensors,onnx)")
-    out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, formats=formats)
+    out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, formats=formats,
+                       log=print)
     print(describe(out))
     print(f"load it: from dcgan import Generator; G = Generator.from_pretrained({str(out)!r})")
     return 0

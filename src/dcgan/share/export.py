@@ -72,6 +72,25 @@ def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str
     return clean_facts(raw, path, strict=False)
 
 
+def pick_checkpoint(source: str | Path) -> tuple[Path | str, str]:
+    """The checkpoint `dcgan export` takes, and why, in one line for the user and training.json.
+
+    A run directory: its `checkpoints/best.pt` when the run has one (the best evaluation score),
+    else its newest checkpoint (`resolve_checkpoint`). A checkpoint file or an earlier export:
+    as given.
+    """
+    p = Path(source).expanduser()
+    if hub.is_export(p):
+        return source, "an earlier export, as given"
+    if not p.is_dir():
+        return source, "the checkpoint file, as given"
+    best = p / "checkpoints" / "best.pt"
+    if best.is_file():
+        return best, (f"the run's best evaluation: a run directory exports its best.pt; pass "
+                      f"{p.name}/checkpoints/last.pt for the newest weights")
+    return resolve_checkpoint(p), "the run's newest checkpoint: the run has no best.pt"
+
+
 # --- the model card ----------------------------------------------------------------------------
 
 
@@ -125,6 +144,7 @@ def model_card(facts: dict[str, Any], files: dict[str, str]) -> str:
                 f"sess = ort.InferenceSession(\"DIR/{hub.ONNX_FILE}\")\n"
                 f"z = np.random.uniform(-1, 1, (16, {model.get('nz')})).astype(np.float32)\n"
                 f"images = sess.run(None, {{\"z\": z}})[0]  # (16, {C}, {S}, {S}) in [-1, 1]\n```\n")
+    picked = f" ({facts['picked']})" if facts.get("picked") else ""
     shown = f"{facts['images_shown']:,}" if isinstance(facts.get("images_shown"), int) else "?"
     file_rows = "\n".join(f"| `{f}` | {what} |" for f, what in files.items())
     return f"""---
@@ -150,7 +170,7 @@ trained with the `dcgan` package: z, {model.get('nz')} numbers drawn {model.get(
 
 {facts.get('step', '?')} steps ({shown} images shown),
 batch {train.get('batch_size')}, Adam (lr G {train.get('lr_g')}, lr D {train.get('lr_d')}, beta1 {train.get('beta1')}),
-seed {train.get('seed')}, {train.get('precision')}; exported from `{facts.get('source', '?')}`
+seed {train.get('seed')}, {train.get('precision')}; exported from `{facts.get('source', '?')}`{picked}
 (dcgan {(facts.get('meta') or {}).get('version', '?')}, torch {(facts.get('meta') or {}).get('torch', '?')}).
 The full training config (`dcgan train --config` takes it as it is):
 
@@ -336,8 +356,9 @@ def _write(folder: Path, G: Generator, D: Discriminator | None, cfg: Config, fac
 
 
 def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator: bool = False,
-                 formats: tuple[str, ...] = ("safetensors",)) -> Path:
-    """Write the export folder for a checkpoint (file or run directory) or an earlier export."""
+                 formats: tuple[str, ...] = ("safetensors",), log: Callable[[str], Any] | None = None) -> Path:
+    """Write the export folder for a checkpoint (file or run directory: its best.pt if any, see
+    `pick_checkpoint`) or an earlier export; `log` gets the line saying which checkpoint."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise DCGANError(f"--format {','.join(unknown)} is not supported; use {', '.join(FORMATS)}")
@@ -345,11 +366,16 @@ def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator:
     if out.is_symlink():  # write where it points (renaming over the link would replace the link)
         out = out.resolve()
     _check_out(out, checkpoint)
-    G, D, cfg, ckpt = load_models(checkpoint, "cpu")
+    source, why = pick_checkpoint(checkpoint)
+    if log is not None:
+        log(f"exporting {source} ({why})")
+    G, D, cfg, ckpt = load_models(source, "cpu")
     if with_discriminator and D is None:
         raise DCGANError(f"{str(checkpoint)!r} was exported without the discriminator; "
                          "--with-discriminator needs the run's checkpoint")
-    facts = run_facts(checkpoint, cfg, ckpt)
+    facts = run_facts(source, cfg, ckpt)
+    if "export" not in ckpt:  # re-exporting an export keeps the choice it recorded
+        facts["picked"] = why
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out)
     tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"

@@ -123,7 +123,7 @@ def clean_facts(raw: Any, where: Path, *, strict: bool = True) -> dict[str, Any]
     facts: dict[str, Any] = {"step": step, "epoch": _int(raw.get("epoch", 0), "epoch", where)}
     shown = raw.get("images_shown")
     facts["images_shown"] = None if shown is None else _int(shown, "images_shown", where)
-    for key in ("source", "generator"):
+    for key in ("source", "generator", "picked"):
         if key in raw:
             if not isinstance(raw[key], str):
                 raise _bad(where, f"has {key} of type {type(raw[key]).__name__}, not text")
