@@ -99,9 +99,9 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     if cfg is not None:
         ex.cfg = cfg
     if not ema and ex.generator == "ema":
-        raise CheckpointError(f"{str(ex.path)!r} holds only the averaged G (the run trained with train.ema="
-                              f"{ex.cfg.train.ema:g}), so --no-ema has no raw G to sample; pass the run's checkpoint "
-                              "for the raw G, or drop --no-ema")
+        raise CheckpointError(f"{str(ex.path)!r} holds only the averaged G (its run kept an EMA of G), so "
+                              "--no-ema has no raw G to sample; pass the run's checkpoint for the raw G, or drop "
+                              "--no-ema")
     G = from_export(Generator, ex).train()
     D = from_export(Discriminator, ex).train() if ex.has_discriminator() else None
     facts = {**ex.facts, "generator": ex.generator, "export": str(ex.path), "config": ex.cfg.to_dict()}
