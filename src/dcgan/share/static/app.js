@@ -112,7 +112,8 @@ function revoke(res) {
 let queue = Promise.resolve();
 let reveal = null; // the result panel to scroll into view once its image is drawn
 
-// Run `change` (committed state -> next state, or InputError) after the actions before it.
+// Run `change` (committed state -> next state, null for nothing, or InputError) after the actions
+// before it: actions run one at a time, each from the state the one before committed.
 function act(change, { scroll = true } = {}) {
   queue = queue.then(() => run(change, scroll)).catch((e) => { state.fatal = `internal error: ${e.message}`; render(state); });
   return queue;
@@ -129,6 +130,7 @@ async function run(change, scroll) {
     render(state);
     return;
   }
+  if (next === null) return; // nothing to do
   const needGrid = !from.grid || next.seed !== from.grid.seed || next.n !== from.grid.n;
   const want = wanted(next);
   const jobs = {};
@@ -177,7 +179,9 @@ function newDraw(s, seed, n) {
 }
 
 function pick(i) {
+  const clicked = state.grid; // a click names a sample of the grid on screen when it was made
   act((s) => {
+    if (s.grid !== clicked) return null; // that grid has been replaced meanwhile
     const mode = state.pick;
     if (mode === "interp") {
       s.interp = s.interp.length >= 2 ? [i] : [...s.interp, i];
@@ -219,6 +223,7 @@ function setImage(el, img, width, panel) {
   if (el.getAttribute("src") !== img.url) {
     el.removeAttribute("data-loaded");
     el.onload = () => {
+      if (el.getAttribute("src") !== img.url) return; // replaced or cleared meanwhile
       el.style.width = `${width(el)}px`;
       el.hidden = false;
       el.dataset.loaded = "1";
