@@ -160,14 +160,13 @@ def test_folder_run_gets_fd_ssl_and_best_offline(tmp_path, capsys, offline):
     assert ck["config"]["eval"]["best"] == "fd_ssl" and (run / "scores.png").is_file()
     capsys.readouterr()
 
-    assert main(["eval", "--checkpoint", str(run), "--num", "60", "--json", "--device", "cpu",
-                 "--ssl-steps", str(STEPS)]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--num", "60", "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"fd_ssl", "kid_ssl", "precision_ssl", "recall_ssl"} <= set(out) and "fid" not in out
-    assert out["features"] == evals[-1]["features"]  # the run's encoder, from the cache
+    assert out["features"] == evals[-1]["features"]  # the run's encoder (its eval.ssl_steps), from the cache
 
     assert main(["nn", "--checkpoint", str(run), "--out", str(tmp_path / "nn.png"), "--num", "40",
-                 "--ssl-steps", str(STEPS), "--device", "cpu"]) == 0
+                 "--device", "cpu"]) == 0
     assert "feature" in capsys.readouterr().out and (tmp_path / "nn.png").is_file()
 
 

@@ -53,12 +53,13 @@ MAX_SSL_STEPS = 100_000  # as eval.ssl_steps
 
 
 def _ssl_steps_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ssl-steps", type=int, default=1000,
-                   help="training steps of the cached self-supervised encoder behind *_ssl (default 1000)")
+    p.add_argument("--ssl-steps", type=int,
+                   help="training steps of the cached self-supervised encoder behind *_ssl (default: the "
+                        "checkpoint's eval.ssl_steps, else 1000)")
 
 
-def _check_ssl_steps(n: int) -> None:
-    if not 1 <= n <= MAX_SSL_STEPS:
+def _check_ssl_steps(n: int | None) -> None:
+    if n is not None and not 1 <= n <= MAX_SSL_STEPS:
         raise DCGANError(f"--ssl-steps {n} must be in 1..{MAX_SSL_STEPS}")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig, from_dict
+from ..config import DataConfig, EvalConfig, from_dict
 from ..errors import DCGANError
 from . import registry
 
@@ -54,7 +54,7 @@ class EvalSettings:
     classifier: str | None = None  # a file written by `dcgan classifier` (else the cached one)
     classifier_epochs: int = 2
     inception_weights: str | None = None
-    ssl_steps: int = 1000  # training steps of the self-supervised encoder (cached per dataset content)
+    ssl_steps: int | None = None  # steps of the self-supervised encoder (None: the checkpoint's eval.ssl_steps)
     device: str = "auto"
 
 
@@ -65,7 +65,8 @@ def _metrics(data_cfg: DataConfig, settings: EvalSettings) -> list[str]:
                            settings.features)
 
 
-def _evaluator(data_cfg: DataConfig, settings: EvalSettings, metrics: list[str], num_samples: int, z_dist: str):
+def _evaluator(data_cfg: DataConfig, settings: EvalSettings, metrics: list[str], num_samples: int, z_dist: str,
+               ssl_steps: int | None = None):
     from ..devices import pick_device
     from .classifier import load_classifier
     from .evaluator import Evaluator
@@ -80,7 +81,8 @@ def _evaluator(data_cfg: DataConfig, settings: EvalSettings, metrics: list[str],
     return Evaluator(metrics, data_cfg, split=settings.split, num_samples=num_samples, num_real=settings.num_real,
                      seed=settings.seed, z_dist=z_dist, device=device,
                      classifier_epochs=settings.classifier_epochs,
-                     inception_weights=settings.inception_weights, classifier=clf, ssl_steps=settings.ssl_steps)
+                     inception_weights=settings.inception_weights, classifier=clf,
+                     ssl_steps=settings.ssl_steps or ssl_steps or EvalConfig.ssl_steps)
 
 
 def run_dir_of(checkpoint: str | Path) -> Path | None:
@@ -127,7 +129,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: EvalSettings | None = 
     G, _, cfg, ckpt = load_models(checkpoint, pick_device(settings.device))
     data_cfg = data_config(cfg.data, **(data_overrides or {}))
     _check_model_shape(cfg.data, data_cfg)  # before any real data is decoded, cached or scored
-    ev = _evaluator(data_cfg, settings, _metrics(data_cfg, settings), num, cfg.model.z_dist)
+    ev = _evaluator(data_cfg, settings, _metrics(data_cfg, settings), num, cfg.model.z_dist,
+                    cfg.eval.ssl_steps)  # the run's encoder unless --ssl-steps says otherwise
     scores = ev.score_images(ev.generate(G))
     scores.update(step=int(ckpt.get("step", 0)), checkpoint=str(checkpoint), seed=settings.seed)
     run_dir = run_dir_of(checkpoint)

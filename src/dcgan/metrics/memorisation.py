@@ -142,7 +142,7 @@ class MemorisationResult:
 def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1000, num_show: int = 8,
                         seed: int = 0, heldout_split: str = "test", classifier_epochs: int = 2,
                         data_overrides: dict[str, Any] | None = None, device: str = "auto",
-                        ssl_steps: int = 1000) -> MemorisationResult:
+                        ssl_steps: int | None = None) -> MemorisationResult:
     """`num` samples of a checkpoint and `num` held-out images against the training split; the
     figure (the first `num_show` samples beside their neighbours, and the histograms) to `out`."""
     from ..checkpoint import load_models
@@ -163,7 +163,7 @@ def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1
     if registry.default_network(data_cfg.name) == registry.CLASSIFIER:
         clf: TrainedClassifier | TrainedEncoder = get_classifier(data_cfg, epochs=classifier_epochs, device=dev)
     else:  # no class labels: the self-supervised encoder, trained on the same split as G
-        clf = get_encoder(data_cfg, split=data_cfg.split, steps=ssl_steps, device=dev)
+        clf = get_encoder(data_cfg, split=data_cfg.split, steps=ssl_steps or cfg.eval.ssl_steps, device=dev)
     train = load_images(data_cfg, data_cfg.split)
     heldout = load_images(data_cfg, heldout_split).images[:num]
     z = noise(num, cfg.model.nz, cfg.model.z_dist, seed, dev)
