@@ -214,6 +214,7 @@ function setLinks(prefix, img) {
 
 // An image element from a result image (or none: hidden, so no broken-image placeholder).
 function setImage(el, img, width, panel) {
+  el.closest("figure").classList.toggle("empty", !img);
   if (!img) {
     el.hidden = true;
     el.removeAttribute("src");
