@@ -324,6 +324,9 @@ def plot(data: dict, steps: int, path: Path) -> Path:
         ax.set_ylabel("fd_clf (lower is better)")
         ax.grid(alpha=0.3, which="both")
     a1.legend(fontsize=7, ncol=2)
+    if not data["costs"]:
+        a2.text(0.5, 0.5, "costs per image not timed yet:\npython bench/quality.py --costs", ha="center",
+                va="center", transform=a2.transAxes, fontsize=9)
     fig.suptitle("Fashion-MNIST 32x32, batch 128: fd_clf of 5,000 samples vs the 10,000 test images "
                  "(classifier features); solid seed 0, dashed seed 1", fontsize=9)
     fig.tight_layout()
@@ -456,8 +459,8 @@ def main() -> None:
                          images_per_step=cfg.train.batch_size * cfg.train.d_steps)
             data["runs"][key] = entry
             entry["train_s"] = round(entry["train_s"] + train_run(v, seed, args.steps, args.eval_every, run_dir), 1)
-            data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} "
-                               f"threads, torch {torch.__version__}")
+            data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
+                               f"{torch.get_num_threads()}, torch {torch.__version__}")
             save()
             evaluator = evaluator or make_evaluator()
             score_run(entry, run_dir, evaluator, out, save)
