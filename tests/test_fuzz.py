@@ -103,6 +103,7 @@ OPTIONS: dict[str, dict[str, str]] = {
     "paper report": {"--checkpoint": "ckpt", "--device": "device", "--out": "dir_out", "--seed": "seed",
                      "--num-train": "not_here", "--num-test": "not_here", "--draws": "not_here"},
     "export": {"--checkpoint": "ckpt", "--out": "dir_out", "--format": "names"},
+    "prepare": {"--config": "file_in", "--out": "dir_out", "--workers": "capped", "--set": "set"},
     "serve": {"--checkpoint": "ckpt", "--host": "host", "--port": "port", "--device": "device",
               "--threads": "count0"},
 }
@@ -110,6 +111,8 @@ OPTIONS: dict[str, dict[str, str]] = {
 # Values that are not errors for one option although its kind lists them (with the reason).
 ALLOWED: dict[tuple[str, str], set[str]] = {
     ("train", "--config"): {"{empty}"},  # an empty YAML file sets nothing: the defaults
+    ("prepare", "--config"): {"{empty}"},  # (the fixture's data is found through --set in the case line)
+    ("prepare", "--workers"): {"0", "-1"},  # 0: decode in this process; -1: one worker per core
     ("paper features", "--out"): set(),
     ("paper arithmetic", "--strengths"): set(),
     ("paper arithmetic", "--names"): {"nope"},  # free labels, not a fixed set
@@ -149,6 +152,7 @@ BASE: dict[str, list[str]] = {
     "paper report": ["paper", "report", "--checkpoint", "{run}", "--out", "{tmp}/report", "--num-train", "100",
                      "--num-test", "50", "--draws", "1"],
     "export": ["export", "--checkpoint", "{run}", "--out", "{tmp}/export"],
+    "prepare": ["prepare", "--config", "{config}", "--out", "{tmp}/prepared", "--workers", "1", "--no-progress"],
     "serve": ["serve", "--checkpoint", "{run}", "--port", "0", "--device", "cpu"],
 }
 
