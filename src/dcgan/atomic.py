@@ -8,6 +8,7 @@ A crash, a full disk or Ctrl-C mid-write leaves the old file (or none), never a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,6 +60,17 @@ def torch_save(obj: Any, path: str | Path) -> Path:
     buffer.name = str(path)  # what the bytes are for, as on a real file (error messages, test fakes)
     torch.save(obj, buffer)
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def save_cache(obj: Any, path: str | Path, what: str) -> Path | None:
+    """`torch_save` a cache file (statistics, a trained feature network); a read-only or full cache
+    folder costs time, not the run: warn that `what` will be computed again next time, return None."""
+    try:
+        return torch_save(obj, path)
+    except OSError as e:
+        logging.getLogger("dcgan").warning("could not cache the %s at %s (%s); it will be computed again next "
+                                           "time", what, path, e.strerror or type(e).__name__)
+        return None
 
 
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:

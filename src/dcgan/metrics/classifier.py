@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import torch_save
+from ..atomic import save_cache
 from ..config import DataConfig
 from ..data import load_images, to_model_range
 from ..errors import DCGANError
@@ -166,13 +166,8 @@ def train_classifier(data_cfg: DataConfig, *, split: str = "train", test_split: 
     log.info("classifier: test accuracy %.4f on %d %s images (%.0f s training)",
              info["test_accuracy"], len(test), test_split, seconds)
     if save:
-        path = classifier_path(data_cfg, split=split, seed=seed, epochs=epochs)
-        try:
-            torch_save({"state": net.state_dict(), "info": info}, path)
-            clf.path = path
-        except OSError as e:  # a read-only or full cache folder: use it now, train again next time
-            log.warning("could not cache the classifier at %s (%s); it will be trained again next time",
-                        path, e.strerror or type(e).__name__)
+        clf.path = save_cache({"state": net.state_dict(), "info": info},
+                              classifier_path(data_cfg, split=split, seed=seed, epochs=epochs), "classifier")
     return clf
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import torch_save
+from ..atomic import save_cache
 from ..config import Config, DataConfig
 from ..data import data_fingerprint, load_images, to_uint8
 from ..errors import DCGANError
@@ -182,11 +182,7 @@ class Evaluator:
             feats = self.networks[net](images)
             k = feats.logits.shape[1] if net == registry.CLASSIFIER else None
             stats = RealStats.from_features(feats.embedding, labels, k, source)
-            try:
-                torch_save(stats.to_blob(), path)
-            except OSError as e:  # a read-only or full cache folder costs time, not the evaluation
-                log.warning("could not cache the statistics at %s (%s); they will be computed again next time",
-                            path, e.strerror or type(e).__name__)
+            save_cache(stats.to_blob(), path, "statistics")
             log.info("real statistics of %s (%d images, %s) in %.0f s, cached at %s", source, len(images),
                      self.net_name(net), time.perf_counter() - t, path)
         self._real[net] = stats

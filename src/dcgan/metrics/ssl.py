@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import torch_save
+from ..atomic import save_cache
 from ..config import DataConfig
 from ..data import data_fingerprint, load_images, to_model_range
 from ..errors import DCGANError
@@ -240,13 +240,8 @@ def train_encoder(data_cfg: DataConfig, *, split: str = "train", steps: int = DE
     log.info("ssl encoder: %d steps on %d %s images in %.0f s (final NT-Xent %.3f)", steps, n, split, seconds,
              info["final_loss"])
     if save:
-        path = encoder_path(data_cfg, split=split, seed=seed, steps=steps)
-        try:
-            torch_save({"state": net.state_dict(), "info": info}, path)
-            enc.path = path
-        except OSError as e:  # a read-only or full cache folder: use it now, train again next time
-            log.warning("could not cache the ssl encoder at %s (%s); it will be trained again next time",
-                        path, e.strerror or type(e).__name__)
+        enc.path = save_cache({"state": net.state_dict(), "info": info},
+                              encoder_path(data_cfg, split=split, seed=seed, steps=steps), "ssl encoder")
     return enc
 
 
