@@ -20,7 +20,7 @@ import yaml
 
 from dcgan import distributed as dist_utils
 from dcgan.config import from_dict
-from dcgan.runs import read_metrics
+from dcgan.runlog import read_metrics
 from dcgan.train import _rescale_position, train
 
 STEPS, BATCH = 6, 32

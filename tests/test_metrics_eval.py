@@ -23,7 +23,7 @@ from dcgan.metrics.classifier import Classifier, classifier_path, get_classifier
 from dcgan.metrics.evaluator import Evaluator, build_evaluator, stats_path
 from dcgan.metrics.memorisation import memorisation
 from dcgan.models import build_models
-from dcgan.runs import read_metrics
+from dcgan.runlog import read_metrics
 from dcgan.train import train
 
 SUBSET = 1024  # real training images for the tiny classifier (16px, 2 epochs: a few seconds)

@@ -23,7 +23,7 @@ from dcgan.data import load_images
 from dcgan.metrics import registry
 from dcgan.metrics.evaluator import Evaluator
 from dcgan.metrics.ssl import augment, encoder_path, get_encoder, nt_xent
-from dcgan.runs import read_metrics
+from dcgan.runlog import read_metrics
 
 STEPS = 20  # encoder steps in these tests (the default is 1000)
 

@@ -16,7 +16,8 @@ import pytest
 from dcgan.checkpoint import load_checkpoint, resolve_checkpoint
 from dcgan.cli import main
 from dcgan.errors import DCGANError
-from dcgan.runs import RunLock, read_metrics
+from dcgan.runlog import read_metrics
+from dcgan.runs import RunLock
 from dcgan.train import train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

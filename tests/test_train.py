@@ -9,7 +9,7 @@ import torch
 
 from dcgan.checkpoint import load_checkpoint, load_models, save_checkpoint
 from dcgan.errors import CheckpointError, DCGANError
-from dcgan.runs import read_metrics
+from dcgan.runlog import read_metrics
 from dcgan.train import TrainingDiverged, train
 
 

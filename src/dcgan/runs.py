@@ -1,4 +1,4 @@
-"""A run's bookkeeping: its directory, its one log (metrics.jsonl), and the plots drawn from it.
+"""A run's directory: planning it (new, resumed, restarted), refusing what is not ours, one writer.
 
 A run directory explains itself:
     config.yaml          the resolved config (defaults <- YAML <- --set)
@@ -10,13 +10,11 @@ A run directory explains itself:
     checkpoints/last.pt  the newest state; step-NNNNNNN.pt every train.checkpoint_every steps;
                          best.pt for the best evaluation score (when eval.every > 0)
 
-Only `MetricsLog` writes metrics.jsonl; `read_metrics` reads it back.
+The run's log is `dcgan.runlog` (metrics.jsonl), its plots `dcgan.plots`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil
@@ -27,14 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import save_figure
 from .checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint
 from .config import Config, from_dict, load_config, show
 from .errors import DCGANError
-from .metrics import registry
-
-METRICS_FILE = "metrics.jsonl"
-
+from .runlog import METRICS_FILE
 
 # --- run directories ---------------------------------------------------------------------------
 
@@ -312,128 +306,6 @@ def plan_run(cfg: Config | None, *, run_dir: str | Path | None = None, resume: s
     if not create:
         return RunPlan(cfg, Path(runs_root) / cfg.name, None, None)
     return RunPlan(cfg, new_run_dir(runs_root, cfg.name), None, None, created=True)
-
-
-# --- the log -----------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """The one writer of a run's metrics.jsonl (and TensorBoard events when asked); rank 0 only."""
-
-    def __init__(self, path: str | Path, tensorboard_dir: Path | None = None) -> None:
-        self.path = Path(path)
-        self.tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise DCGANError("train.tensorboard=true needs the tensorboard package; "
-                                 "run `pip install tensorboard` or set train.tensorboard=false") from None
-            self.tb = SummaryWriter(str(tensorboard_dir))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(path: str | Path, kind: str = "train") -> list[dict[str, Any]]:
-    """The records of one kind, the latest per step (a resumed run may repeat steps)."""
-    by_step: dict[int, dict[str, Any]] = {}
-    p = Path(path)
-    if not p.is_file():
-        return []
-    for line in p.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(rec, dict) and rec.get("kind") == kind and isinstance(rec.get("step"), int):
-            by_step[rec["step"]] = rec
-    return [by_step[s] for s in sorted(by_step)]
-
-
-# --- plots -------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(metrics_path: str | Path, out: str | Path) -> Path | None:
-    """Losses and D's outputs against step, as one PNG."""
-    rows = read_metrics(metrics_path)
-    if not rows:
-        return None
-    plt = _pyplot()
-    steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
-    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
-    ax1.set_xlabel("step")
-    ax1.set_title("losses (mean over each log window)")
-    ax1.legend()
-    ax2.plot(steps, [r["d_real"] for r in rows], label="D(x)")
-    ax2.plot(steps, [r["d_fake"] for r in rows], label="D(G(z)) before D step")
-    ax2.plot(steps, [r["d_fake_after"] for r in rows], label="D(G(z)) after D step")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("step")
-    ax2.set_title("discriminator outputs")
-    ax2.legend()
-    fig.tight_layout()
-    save_figure(fig, out, dpi=100)
-    plt.close(fig)
-    return Path(out)
-
-
-def best_point(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    """The record with the best finite `key` (its direction from the metric registry)."""
-    pts = [r for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-    if not pts:
-        return None
-    pick = min if registry.lower_is_better(key) else max
-    return pick(pts, key=lambda r: r[key])
-
-
-def plot_scores(metrics_path: str | Path, out: str | Path, best_key: str) -> Path | None:
-    """Every evaluation score of the run against step (one panel each), the best of `best_key` marked."""
-    rows = read_metrics(metrics_path, "eval")
-    keys = [k for k in registry.ranked_keys() if any(isinstance(r.get(k), (int, float)) for r in rows)]
-    if not rows or not keys:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
-        ax.plot(*zip(*pts), marker="o", ms=3)
-        best = best_point(rows, k) if k == best_key else None
-        if best is not None:
-            ax.plot(best["step"], best[k], marker="*", ms=14, color="tab:red",
-                    label=f"best: {best[k]:.3g} @ {best['step']}")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("step")
-        arrow = "lower is better" if registry.lower_is_better(k) else "higher is better"
-        ax.set_title(f"{k} ({arrow})", fontsize=9)
-    last = rows[-1]
-    fig.suptitle(f"{last.get('features', '')}: {last.get('n_gen', '?')} generated vs {last.get('n_real', '?')} "
-                 f"real {last.get('split', '')} images, {last.get('image_size', '?')}px", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, out, dpi=100)
-    plt.close(fig)
-    return Path(out)
 
 
 # --- one writer per run ------------------------------------------------------------------------

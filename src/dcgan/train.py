@@ -3,7 +3,7 @@
 `train(cfg)` plans the run (runs.py), builds data, networks and optimisers, restores a
 checkpoint when resuming, then runs `GANStep` (gan.py) until the step budget is spent,
 writing grids, curves, scores and checkpoints on the way. What a run directory holds is
-described in runs.py.
+described in README.md; its log is runlog.py, its plots plots.py.
 
 All randomness is a function of (seed, epoch, step, rank): data order per epoch, noise per
 step, so a resumed run continues exactly as if it had not stopped.
@@ -37,18 +37,16 @@ from .ema import ema_beta, ema_copy, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
+from .plots import plot_curves, plot_scores
+from .runlog import MetricsLog, best_point
 from .runs import (
-    MetricsLog,
     RunLock,
     RunPlan,
-    best_point,
     check_new_run_dir,
     clear_outputs,
     discard_run_dir,
     fault_point,
     plan_run,
-    plot_curves,
-    plot_scores,
 )
 from .sampling import generate, noise, save_grid
 from .schedule import lr_factor, set_lr

@@ -49,7 +49,7 @@ def run_facts(source: str | Path, cfg: Config, ckpt: dict[str, Any]) -> dict[str
     latest per step). Either way in one shape (`folder.clean_facts`) and with the evaluations
     at or before the weights' step only.
     """
-    from ..runs import METRICS_FILE, read_metrics
+    from ..runlog import METRICS_FILE, read_metrics
 
     if "export" in ckpt:
         facts = {k: v for k, v in ckpt.items() if k != "export"}
