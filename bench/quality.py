@@ -416,11 +416,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     path = out / "results.json"
     data = json.loads(path.read_text()) if path.is_file() else {"protocol": PROTOCOL, "runs": {}, "costs": {}}
+    mine: set[str] = set()  # the runs this invocation trains or scores
 
     def save() -> None:
+        """Merge what this invocation changed into the file as it is now (another invocation may
+        have written other runs meanwhile), atomically."""
+        disk = json.loads(path.read_text()) if path.is_file() else {"protocol": PROTOCOL, "runs": {}, "costs": {}}
+        disk["runs"].update({k: data["runs"][k] for k in mine})
+        disk["costs"].update(data["costs"])
+        disk.update({k: data[k] for k in ("machine", "costs_machine") if k in data})
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(json.dumps(disk, indent=1) + "\n")
         tmp.replace(path)
+        data["runs"].update(disk["runs"])
 
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -430,8 +438,8 @@ def main() -> None:
         for v in variants:
             data["costs"][v] = round(step_cost(v), 7)
             print(f"{v}: {data['costs'][v] * 1000:.3f} ms/image", flush=True)
-        data["costs_machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} "
-                                 f"threads, torch {torch.__version__}, median of 30 steps after 5 warm-up steps, "
+        data["costs_machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
+                                 f"{torch.get_num_threads()}, torch {torch.__version__}, median of 30 steps after 5 warm-up steps, "
                                  "nothing else running")
         save()
         return
@@ -447,6 +455,7 @@ def main() -> None:
             twin = same_training_as(v, data, seed)
             if twin is not None and data["runs"][f"{twin}-s{seed}"]["steps"] >= args.steps:
                 data["runs"][key] = {**data["runs"][f"{twin}-s{seed}"], "variant": v, "same_as": twin}
+                mine.add(key)
                 for png in (out / "samples").glob(f"{twin}-s{seed}-*.png"):
                     shutil.copyfile(png, out / "samples" / png.name.replace(f"{twin}-", f"{v}-", 1))
                 print(f"{key}: the same training as {twin}-s{seed}; its results stand for both", flush=True)
@@ -458,6 +467,7 @@ def main() -> None:
             entry.update(steps=args.steps, run_dir=str(run_dir), scored=False,
                          images_per_step=cfg.train.batch_size * cfg.train.d_steps)
             data["runs"][key] = entry
+            mine.add(key)
             entry["train_s"] = round(entry["train_s"] + train_run(v, seed, args.steps, args.eval_every, run_dir), 1)
             data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
                                f"{torch.get_num_threads()}, torch {torch.__version__}")
