@@ -62,6 +62,15 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
+def weights_digest(net: nn.Module) -> str:
+    """A short hash of a network's weights (names and bytes)."""
+    h = hashlib.sha1()
+    for key, t in net.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
 @dataclass
 class TrainedClassifier:
     """A classifier with what it was trained on."""
@@ -79,11 +88,7 @@ class TrainedClassifier:
     @property
     def digest(self) -> str:
         """A short hash of the weights (for cache keys: retraining keeps the name, not the weights)."""
-        h = hashlib.sha1()
-        for key, t in self.net.state_dict().items():
-            h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:8]
+        return weights_digest(self.net)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ finer than that is not seen by these scores.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -41,6 +40,7 @@ from ..atomic import save_cache
 from ..config import DataConfig
 from ..data import data_fingerprint, load_images, to_model_range
 from ..errors import DCGANError
+from .classifier import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,8 @@ class TrainedEncoder:
 
     @property
     def digest(self) -> str:
-        h = hashlib.sha1()
-        for key, t in self.net.state_dict().items():
-            h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:8]
+        """A short hash of the weights (for cache keys)."""
+        return weights_digest(self.net)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> dict[str, np.ndarray]:
