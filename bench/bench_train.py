@@ -39,9 +39,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.config import DataConfig, ModelConfig
-from dcgan.data import Batches, build_source, to_model_range
+from dcgan.data import Batches, build_source
 from dcgan.gan import DPair, GANStep
 from dcgan.models import build_models
+from dcgan.pixels import to_model_range
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

@@ -76,9 +76,10 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 def measure(args: argparse.Namespace) -> dict:
     from dcgan.checkpoint import load_models
     from dcgan.config import load_config
-    from dcgan.data import load_images, to_uint8
+    from dcgan.data import load_images
     from dcgan.metrics.evaluator import Evaluator
     from dcgan.models import build_models
+    from dcgan.pixels import to_uint8
     from dcgan.sampling import generate, noise
 
     cfg = load_config(REPO / "configs" / "fashion_mnist.yaml", [f"data.root={args.data_root}"])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dcgan.config import ModelConfig
-from dcgan.data import ImageData, to_model_range
+from dcgan.data import ImageData
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
 from dcgan.paper import arithmetic as arith
@@ -18,6 +18,7 @@ from dcgan.paper import features as feat
 from dcgan.paper import filters as filt
 from dcgan.paper import forget as fgt
 from dcgan.paper import walk as wlk
+from dcgan.pixels import to_model_range
 from dcgan.sampling import generate, noise
 
 TINY = ModelConfig(ngf=8, ndf=8)

@@ -12,13 +12,13 @@ from torch import nn
 
 from dcgan.checkpoint import load_checkpoint
 from dcgan.config import ModelConfig, from_dict
-from dcgan.data import to_model_range
 from dcgan.ema import ema_beta, ema_copy, recompute_bn_stats
 from dcgan.errors import ConfigError
 from dcgan.gan import DPair, GANStep
 from dcgan.losses import LOSSES, build_loss
 from dcgan.losses.objectives import LogitLoss, zero_centred_penalty
 from dcgan.models import build_models, sample_z
+from dcgan.pixels import to_model_range
 from dcgan.schedule import lr_factor
 from dcgan.train import train
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from dcgan.config import ModelConfig
-from dcgan.data import to_model_range
 from dcgan.gan import DPair, GANStep
 from dcgan.losses.objectives import d_loss, g_loss
 from dcgan.models import build_models, sample_z
+from dcgan.pixels import to_model_range
 
 SIZE, CH, B, STEPS = 16, 1, 16, 3
 

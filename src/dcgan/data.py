@@ -93,16 +93,6 @@ def image_transform(image_size: int, channels: int) -> transforms.Compose:
     ])
 
 
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (§4: tanh's range), on whatever device x is on."""
-    return x.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255]."""
-    return x.detach().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
 # --- an image folder (the reference blog post's anime faces; any tree of image files) -----------
 
 

@@ -17,8 +17,8 @@ import torch
 from torchvision.utils import save_image
 
 from .atomic import atomic_write
-from .data import to_uint8
 from .models import Generator, sample_z
+from .pixels import to_uint8
 
 
 def noise(n: int, nz: int, dist: str, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:

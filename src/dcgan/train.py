@@ -31,12 +31,13 @@ from . import distributed as dist_utils
 from .augment import diff_augment
 from .checkpoint import load_state, save_checkpoint
 from .config import Config, TrainConfig, from_dict, save_config
-from .data import Batches, to_model_range
+from .data import Batches
 from .devices import Choice, CollapseWatch, pick_device, resolve_precision, set_threads
 from .ema import ema_beta, ema_copy, ema_update
 from .errors import DCGANError
 from .gan import STAT_NAMES, DPair, GANStep
 from .models import build_models
+from .pixels import to_model_range
 from .plots import plot_curves, plot_scores
 from .runlog import MetricsLog, best_point
 from .runs import (

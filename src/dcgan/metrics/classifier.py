@@ -24,8 +24,9 @@ from torch import nn
 
 from ..atomic import save_cache
 from ..config import DataConfig
-from ..data import load_images, to_model_range
+from ..data import load_images
 from ..errors import DCGANError
+from ..pixels import to_model_range
 
 log = logging.getLogger(__name__)
 

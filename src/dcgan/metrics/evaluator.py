@@ -27,8 +27,9 @@ import torch
 
 from ..atomic import save_cache
 from ..config import Config, DataConfig
-from ..data import data_fingerprint, load_images, to_uint8
+from ..data import data_fingerprint, load_images
 from ..errors import DCGANError
+from ..pixels import to_uint8
 from ..sampling import generate, noise
 from . import registry
 from .classifier import TrainedClassifier, get_classifier

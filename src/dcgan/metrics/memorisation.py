@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic import save_figure
-from ..data import to_model_range
+from ..pixels import to_model_range
 from .classifier import TrainedClassifier
 from .ssl import TrainedEncoder
 
@@ -146,9 +146,10 @@ def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1
     """`num` samples of a checkpoint and `num` held-out images against the training split; the
     figure (the first `num_show` samples beside their neighbours, and the histograms) to `out`."""
     from ..checkpoint import load_models
-    from ..data import load_images, to_uint8
+    from ..data import load_images
     from ..devices import pick_device
     from ..errors import DCGANError
+    from ..pixels import to_uint8
     from ..sampling import generate, noise
     from . import registry
     from .classifier import get_classifier

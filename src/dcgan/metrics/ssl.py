@@ -38,8 +38,9 @@ from torch import nn
 
 from ..atomic import save_cache
 from ..config import DataConfig
-from ..data import data_fingerprint, load_images, to_model_range
+from ..data import data_fingerprint, load_images
 from ..errors import DCGANError
+from ..pixels import to_model_range
 from .classifier import weights_digest
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..atomic import check_output_file, save_figure
-from ..data import to_uint8
 from ..errors import DCGANError
 from ..models import Generator
+from ..pixels import to_uint8
 from ..sampling import generate
 from .common import Outcome, tile_grid
 from .constants import DEFAULT_STRENGTHS

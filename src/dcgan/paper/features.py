@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import write_text
-from ..data import ImageData, to_model_range
+from ..data import ImageData
 from ..errors import DCGANError
 from ..models import Discriminator
+from ..pixels import to_model_range
 from .constants import DEFAULT_CS, FEATURE_MODES, METHOD_TITLES, METHODS
 
 log = logging.getLogger(__name__)

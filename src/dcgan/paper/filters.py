@@ -20,9 +20,10 @@ from torch import nn
 
 from ..atomic import save_figure
 from ..config import ModelConfig
-from ..data import ImageData, to_model_range
+from ..data import ImageData
 from ..errors import DCGANError
 from ..models import Discriminator
+from ..pixels import to_model_range
 from .common import Outcome
 from .constants import BN_POOL
 

@@ -28,8 +28,9 @@ import torch
 from ..atomic import write_text
 from ..checkpoint import require_discriminator
 from ..config import Config
-from ..data import ImageData, load_images, to_model_range
+from ..data import ImageData, load_images
 from ..models import Discriminator, Generator
+from ..pixels import to_model_range
 from ..sampling import generate, noise, save_grid
 from . import arithmetic as arith
 from . import features as feat

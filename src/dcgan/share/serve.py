@@ -248,7 +248,7 @@ def png_image(image: torch.Tensor) -> bytes:
     """One (C, S, S) image at the model's resolution."""
     from PIL import Image
 
-    from ..data import to_uint8
+    from ..pixels import to_uint8
 
     u8 = to_uint8(image[None])[0]
     arr = u8[0].numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).numpy()
@@ -262,7 +262,7 @@ def png_fig7(ex: list[torch.Tensor], means: torch.Tensor, block: torch.Tensor, l
     between them, then the 3x3 block of results (A - B + C itself in the centre)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from ..data import to_uint8
+    from ..pixels import to_uint8
 
     S = means.shape[-1]
     k = max(1, 64 // S)
