@@ -75,3 +75,13 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(SRC)})
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_share_and_paper_do_not_import_each_other():
+    """The explorer and the paper's experiments share what they both need from modules below
+    them (`latent`: walks, arithmetic, Fig. 7), never from each other (issue #18)."""
+    edges = _imports(_modules())
+    crossing = [f"{m} -> {t}" for m, targets in edges.items() for t in sorted(targets)
+                for a, b in (("dcgan.share", "dcgan.paper"), ("dcgan.paper", "dcgan.share"))
+                if (m == a or m.startswith(a + ".")) and (t == b or t.startswith(b + "."))]
+    assert not crossing, crossing

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dcgan import latent
 from dcgan.config import ModelConfig
 from dcgan.data import ImageData
 from dcgan.errors import DCGANError
@@ -146,11 +147,9 @@ def test_walk_endpoints_reproduce_endpoint_samples(mode):
     assert not torch.allclose(grid[:, 1], grid[:, 0])
 
 
-def test_slerp_keeps_the_norm_between_equal_norm_endpoints():
-    z0, z1 = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
-    z = wlk.interpolate(z0, z1, 7, "spherical")
-    torch.testing.assert_close(z.norm(dim=1), torch.full((7,), 3.0))
-    assert wlk.interpolate(z0, z1, 3, "linear")[1].norm() < 3.0
+def test_walk_offers_the_modes_latent_interpolates():
+    # paper/constants keeps a torch-free copy for the CLI's choices; it must name the same modes.
+    assert wlk.MODES == latent.MODES
 
 
 # --- arithmetic ----------------------------------------------------------------------------------
@@ -160,18 +159,27 @@ def test_arithmetic_with_b_equal_c_returns_a(tmp_path):
     G, _ = tiny_models(16)
     z = noise(20, G.nz, "uniform", 0)
     a, b = [1, 4, 9], [2, 3, 5]
-    torch.testing.assert_close(arith.arithmetic(z, a, b, b), z[a].mean(0))
+    torch.testing.assert_close(latent.arithmetic(z, a, b, b), z[a].mean(0))
     out = arith.arithmetic_figure(G, z, a, b, b, tmp_path / "a.png")
     assert (tmp_path / "a.png").is_file()
     # The centre of the 3x3 result block is A - B + C exactly = the sample of mean z(A).
     torch.testing.assert_close(out["result_images"][4], out["mean_images"][0], rtol=1e-4, atol=1e-5)
 
 
-def test_direction_with_zero_strength_is_the_base():
-    z = noise(10, 6, "uniform", 0)
-    moved = arith.apply_direction(z[[0, 1]], arith.direction(z, [2, 3], [4, 5]), [0.0, 1.0])
-    torch.testing.assert_close(moved[0], z[0])
-    torch.testing.assert_close(moved[3], z[1] + z[[4, 5]].mean(0) - z[[2, 3]].mean(0))
+def test_the_paper_figure_is_the_explorers_fig7(tmp_path):
+    """One Fig. 7: `dcgan paper arithmetic` and `dcgan serve` draw the same PNG for the same
+    grid (seed, n), groups and noise seed."""
+    from fastapi.testclient import TestClient
+
+    from dcgan.config import from_dict
+    from dcgan.share.serve import Explorer, create_app
+
+    cfg = from_dict({"data": {"image_size": 16, "channels": 1}, "model": {"ngf": 8, "ndf": 8}})
+    G, _ = tiny_models(16)
+    arith.arithmetic_figure(G, noise(16, G.nz, "uniform", 2), [0, 1, 2], [3], [4, 5], tmp_path / "a.png", seed=2)
+    with TestClient(create_app(Explorer(G, cfg, {}, "x")), base_url="http://127.0.0.1") as c:
+        r = c.get("/api/arithmetic", params={"seed": 2, "n": 16, "a": "0,1,2", "b": "3", "c": "4,5"})
+    assert r.status_code == 200 and r.content == (tmp_path / "a.png").read_bytes()
 
 
 # --- filters -------------------------------------------------------------------------------------

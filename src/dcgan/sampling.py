@@ -9,6 +9,7 @@ while sampling.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from .atomic import atomic_write
+from .atomic import atomic_write, write_bytes
 from .models import Generator, sample_z
 from .pixels import to_uint8
 
@@ -97,12 +98,19 @@ def numbered_grid(images: torch.Tensor, nrow: int | None = None, *, min_tile: in
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
 
 
-def save_numbered_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """`numbered_grid` written as a PNG (atomically)."""
+def png_bytes(u8: torch.Tensor) -> bytes:
+    """A uint8 (C, H, W) image, C = 1 or 3, encoded as PNG at its own size."""
     from PIL import Image
 
-    arr = numbered_grid(images, nrow).permute(1, 2, 0).numpy()
-    return atomic_write(path, lambda f: Image.fromarray(arr).save(f, format="PNG"))
+    arr = u8[0].cpu().numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_numbered_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """`numbered_grid` written as a PNG (atomically)."""
+    return write_bytes(path, png_bytes(numbered_grid(images, nrow)))
 
 
 def save_folder(images: torch.Tensor, folder: str | Path, start: int = 0) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Vector arithmetic on z (paper §6.3, Figs. 7 and 8).
+"""Vector arithmetic on z (paper §6.3, Figs. 7 and 8): the `dcgan paper arithmetic` command.
 
 "Experiments working on only single samples per concept were unstable, but averaging the Z
 vector for three exemplars showed consistent and stable generations": the user names three
@@ -8,7 +8,8 @@ sample of their mean z below, then the result and 8 more samples from the result
 noise of scale 0.25 ("adding noise with scale +-0.25 to Y yields 8 more samples", Fig. 7).
 
 The "turn" vector of Fig. 8 generalises to any two groups: d = mean z(to) - mean z(from),
-added to base samples with growing strength.
+added to base samples with growing strength. The operations on z and the Fig. 7 picture live in
+`dcgan.latent`, which the explorer (`dcgan serve`) draws with too.
 """
 
 from __future__ import annotations
@@ -17,98 +18,26 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..atomic import check_output_file, save_figure
+from ..atomic import check_output_file, save_figure, write_bytes
 from ..errors import DCGANError
+from ..latent import apply_direction, direction, fig7
 from ..models import Generator
-from ..pixels import to_uint8
-from ..sampling import generate
+from ..sampling import generate, png_bytes
 from .common import Outcome, tile_grid
 from .constants import DEFAULT_STRENGTHS
-
-
-def concept_mean(z: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
-    """The mean z of the named samples: (N, nz), [i, j, k] -> (nz,)."""
-    return z[list(idx)].mean(0)
-
-
-def arithmetic(z: torch.Tensor, a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> torch.Tensor:
-    """mean z(A) - mean z(B) + mean z(C), e.g. smiling woman - neutral woman + neutral man."""
-    return concept_mean(z, a) - concept_mean(z, b) + concept_mean(z, c)
-
-
-def with_noise(z: torch.Tensor, num: int = 8, scale: float = 0.25, seed: int = 0) -> torch.Tensor:
-    """(nz,) -> (1 + num, nz): z itself, then z + U[-scale, scale] noise (Fig. 7's 3x3 block)."""
-    g = torch.Generator().manual_seed(seed)
-    eps = (torch.rand(num, z.shape[0], generator=g) * 2 - 1) * scale
-    return torch.cat([z[None], z[None] + eps.to(z)])
-
-
-def direction(z: torch.Tensor, src: Sequence[int], dst: Sequence[int]) -> torch.Tensor:
-    """The vector from one group to another, e.g. left-facing -> right-facing faces (Fig. 8)."""
-    return concept_mean(z, dst) - concept_mean(z, src)
-
-
-def apply_direction(z_base: torch.Tensor, d: torch.Tensor, strengths: Sequence[float]) -> torch.Tensor:
-    """(K, nz) bases -> (K * len(strengths), nz), row k = z_base[k] + s * d for each s."""
-    s = torch.tensor(list(strengths), dtype=z_base.dtype, device=z_base.device)
-    return (z_base[:, None, :] + s[None, :, None] * d).reshape(-1, z_base.shape[1])
-
-
-def _gray(img: torch.Tensor) -> np.ndarray:
-    """(C, S, S) in [-1, 1] -> an array imshow draws (grayscale or RGB)."""
-    u8 = to_uint8(img[None])[0]
-    return u8[0].numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).numpy()
 
 
 def arithmetic_figure(G: Generator, z: torch.Tensor, a: Sequence[int], b: Sequence[int],
                       c: Sequence[int], path: str | Path, *, names: Sequence[str] = ("A", "B", "C"),
                       noise_scale: float = 0.25, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Fig. 7's layout: for A, B, C a column of exemplars and their mean-z sample; then the 3x3
-    block of results (centre: A - B + C exactly). Returns the z and images that were drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = [list(a), list(b), list(c)]
-    means = torch.stack([concept_mean(z, g) for g in groups])  # (3, nz)
-    result = means[0] - means[1] + means[2]
-    block = with_noise(result, 8, noise_scale, seed)  # (9, nz)
-    block = block[[1, 2, 3, 4, 0, 5, 6, 7, 8]]  # exact result in the centre of the 3x3 block
-    ex_images = [generate(G, z[g]) for g in groups]
-    mean_images = generate(G, means)
-    res_images = generate(G, block)
-
-    rows = max(len(g) for g in groups) + 1
-    fig = plt.figure(figsize=(2.0 * 3 + 0.6 * 3 + 3.2, 1.0 * rows + 0.6))
-    gs = fig.add_gridspec(rows, 7, width_ratios=[1, 0.35, 1, 0.35, 1, 0.35, 3],
-                          wspace=0.05, hspace=0.3)
-    for col, (g, name) in enumerate(zip(groups, names)):
-        for r in range(rows):
-            ax = fig.add_subplot(gs[r, 2 * col])
-            ax.axis("off")
-            if r < len(g):
-                ax.imshow(_gray(ex_images[col][r]), cmap="gray", vmin=0, vmax=255)
-                ax.set_title(f"#{g[r]}", fontsize=7, pad=1)
-            elif r == rows - 1:
-                ax.imshow(_gray(mean_images[col]), cmap="gray", vmin=0, vmax=255)
-                ax.set_title(f"mean z: {name}", fontsize=7, pad=1)
-        op = fig.add_subplot(gs[rows - 1, 2 * col + 1])
-        op.axis("off")
-        op.text(0.5, 0.5, ["-", "+", "="][col], ha="center", va="center", fontsize=18)
-    inner = gs[:, 6].subgridspec(3, 3, wspace=0.03, hspace=0.03)
-    for i in range(9):
-        ax = fig.add_subplot(inner[i // 3, i % 3])
-        ax.imshow(_gray(res_images[i]), cmap="gray", vmin=0, vmax=255)
-        ax.axis("off")
-        if i == 1:
-            ax.set_title(f"{names[0]} - {names[1]} + {names[2]}", fontsize=8, pad=2)
-    save_figure(fig, path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return {"means": means, "result": result, "block": block, "result_images": res_images,
+    """Fig. 7 (`latent.fig7_image`) as a PNG at `path`. Returns the z and images that were drawn."""
+    fig = fig7(z, (a, b, c), noise_scale=noise_scale, seed=seed)
+    images = generate(G, fig.latents(z))
+    _, mean_images, res_images = fig.split(images)
+    write_bytes(path, png_bytes(fig.image(images, names)))
+    return {"means": fig.means, "result": fig.result, "block": fig.block, "result_images": res_images,
             "mean_images": mean_images}
 
 

@@ -18,6 +18,7 @@ closes the oldest idle one, so idle or slow sockets cannot lock the explorer out
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import ipaddress
@@ -27,7 +28,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -43,10 +44,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Config
 from ..errors import DCGANError
+from ..latent import direction, fig7, interpolate
 from ..models import Generator
-from ..paper.arithmetic import concept_mean, direction, with_noise
-from ..paper.walk import interpolate
-from ..sampling import generate, grid_nrow, noise
+from ..pixels import to_uint8
+from ..sampling import generate, grid_nrow, noise, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -245,59 +246,8 @@ def png_grid(images: torch.Tensor, nrow: int) -> bytes:
 
 
 def png_image(image: torch.Tensor) -> bytes:
-    """One (C, S, S) image at the model's resolution."""
-    from PIL import Image
-
-    from ..pixels import to_uint8
-
-    u8 = to_uint8(image[None])[0]
-    arr = u8[0].numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_fig7(ex: list[torch.Tensor], means: torch.Tensor, block: torch.Tensor, labels: list[list[int]]) -> bytes:
-    """The paper's Fig. 7: each concept's exemplars over the sample of their mean z, the signs
-    between them, then the 3x3 block of results (A - B + C itself in the centre)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from ..pixels import to_uint8
-
-    S = means.shape[-1]
-    k = max(1, 64 // S)
-    T, gap, op, top = S * k, 4, max(24, S * k // 2), 18  # tile, gap, sign column, label band
-
-    def tile(img: torch.Tensor) -> Image.Image:
-        u8 = to_uint8(img[None])[0].expand(3, -1, -1)
-        return Image.fromarray(u8.permute(1, 2, 0).numpy()).resize((T, T), Image.NEAREST)
-
-    rows = max(len(g) for g in ex) + 1
-    height = top + rows * (T + gap) + gap
-    width = 3 * (T + op) + 3 * (T + gap) + gap
-    im = Image.new("RGB", (width, max(height, top + 3 * (T + gap) + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(im)
-    try:
-        font = ImageFont.load_default(size=14)
-        sign_font = ImageFont.load_default(size=max(16, op // 2))
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        font = sign_font = ImageFont.load_default()
-    for col, (name, images) in enumerate(zip("ABC", ex)):
-        x = col * (T + op)
-        draw.text((x + 2, 2), f"{name}: #{','.join(map(str, labels[col]))}"[:T // 6 + 4], fill=(0, 0, 0), font=font)
-        for r, img in enumerate(images):
-            im.paste(tile(img), (x, top + r * (T + gap)))
-        y_mean = top + (rows - 1) * (T + gap) + gap
-        im.paste(tile(means[col]), (x, y_mean))
-        draw.rectangle([x - 1, y_mean - 1, x + T, y_mean + T], outline=(200, 0, 0))
-        draw.text((x + T + op // 2, y_mean + T // 2), "-+="[col], fill=(0, 0, 0), font=sign_font, anchor="mm")
-    x0 = 3 * (T + op)
-    draw.text((x0 + 2, 2), "A - B + C (centre) + noise", fill=(0, 0, 0), font=font)
-    for i in range(9):
-        im.paste(tile(block[i]), (x0 + (i % 3) * (T + gap), top + (i // 3) * (T + gap)))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+    """One (C, S, S) image in [-1, 1] at the model's resolution."""
+    return png_bytes(to_uint8(image[None])[0])
 
 
 def _reply(q: Draw, png: bytes, z: dict[str, Any], name: str) -> Response:
@@ -361,9 +311,16 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
     """The explorer's routes over `ex`; no docs pages (they load from a CDN). `hosts`: the Host
     header names to answer besides IP literals (default: those of a loopback bind)."""
     app = FastAPI(title="dcgan explorer", docs_url=None, redoc_url=None, openapi_url=None)
-    assets = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), media)
-              for route, (name, media) in STATIC.items()}
-    names = host_names("127.0.0.1") if hosts is None else hosts
+    _guard(app, host_names("127.0.0.1") if hosts is None else hosts)
+    _error_replies(app)
+    _pages(app, ex)
+    _computing_routes(app, ex)
+    return app
+
+
+def _guard(app: FastAPI, names: frozenset[str]) -> None:
+    """Refuse, before any route runs: an unknown Host, a long query, a body, query fields on a
+    page, a repeated field."""
 
     @app.middleware("http")
     async def bounded(request: Request, call_next: Any) -> Response:
@@ -382,6 +339,10 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
         if twice:
             return _error(422, f"{twice[0][:40]}: given more than once; give each field once")
         return await call_next(request)
+
+
+def _error_replies(app: FastAPI) -> None:
+    """Every error as {"error": one line} with the page's headers."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -404,6 +365,12 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         return _error(exc.status, exc.message)
 
+
+def _pages(app: FastAPI, ex: Explorer) -> None:
+    """The page (static/, read once) and /api/info: nothing to compute, so no slot."""
+    assets = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), media)
+              for route, (name, media) in STATIC.items()}
+
     def page(route: str) -> Any:
         body, media = assets[route]
         return lambda: Response(body, media_type=media, headers=HEADERS)
@@ -415,7 +382,10 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
     def info() -> JSONResponse:
         return JSONResponse(ex.info(), headers=HEADERS)
 
-    # Every route below does all of its work, PNG or JSON, inside the one slot.
+
+def _computing_routes(app: FastAPI, ex: Explorer) -> None:
+    """The routes that run G; each does all of its work, PNG or JSON, inside the one slot."""
+
     @app.get("/api/sample")
     def sample(q: Annotated[Draw, Query()]) -> Response:
         with ex.slot():
@@ -441,17 +411,10 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
     def arithmetic(q: Annotated[ArithmeticQuery, Query()]) -> Response:
         with ex.slot():
             z_all = ex.z(q)
-            means = torch.stack([concept_mean(z_all, g) for g in (q.a, q.b, q.c)])  # (3, nz)
-            block = with_noise(means[0] - means[1] + means[2], 8, 0.25, q.seed)[[1, 2, 3, 4, 0, 5, 6, 7, 8]]
-            png = b""
-            if q.format == "png":
-                images = ex.render(torch.cat([z_all[q.a + q.b + q.c], means, block]))
-                sizes = [len(q.a), len(q.b), len(q.c)]
-                cuts = [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
-                groups = [images[cuts[i]:cuts[i + 1]] for i in range(3)]
-                png = png_fig7(groups, images[cuts[3]:cuts[3] + 3], images[cuts[3] + 3:], [q.a, q.b, q.c])
-            return _reply(q, png, {"a": q.a, "b": q.b, "c": q.c, "means": means, "result": block[4],
-                                   "block": block}, "arithmetic")
+            fig = fig7(z_all, (q.a, q.b, q.c), noise_scale=0.25, seed=q.seed)  # §6.3: the paper's +-0.25
+            png = png_bytes(fig.image(ex.render(fig.latents(z_all)))) if q.format == "png" else b""
+            return _reply(q, png, {"a": q.a, "b": q.b, "c": q.c, "means": fig.means, "result": fig.result,
+                                   "block": fig.block}, "arithmetic")
 
     @app.get("/api/walk")
     def walk(q: Annotated[WalkQuery, Query()]) -> Response:
@@ -461,8 +424,6 @@ def create_app(ex: Explorer, hosts: frozenset[str] | None = None) -> FastAPI:
             png = png_image(ex.render(z[None])[0]) if q.format == "png" else b""
             return _reply(q, png, {"a": q.a, "b": q.b, "base": q.base, "strength": q.strength, "z": z},
                           f"walk{q.base}-s{q.strength:g}")
-
-    return app
 
 
 def load_explorer(checkpoint: str, device: str = "auto") -> Explorer:
@@ -494,69 +455,85 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class HeadTimer:
+    """A connection's deadline for its next whole request head: armed when it opens and after
+    each response, disarmed when a head has arrived (data trickled in does not re-arm it). At the
+    deadline `expire` runs; `since` (when last armed) ranks idle connections oldest first."""
+
+    def __init__(self, timeout: float, expire: Callable[[], None]) -> None:
+        self.timeout, self.expire = timeout, expire
+        self.handle: asyncio.TimerHandle | None = None
+        self.since = 0.0
+
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.disarm()
+        self.since = time.monotonic()
+        self.handle = loop.call_later(self.timeout, self._fire)
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.expire()
+
+
 def guarded_protocol(head_timeout: float = HEAD_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> type:
     """uvicorn's h11 protocol, kept from being locked out by idle, slow or many sockets.
 
     uvicorn times out a connection only after a response (keep-alive); one that never sends a
     request stays open for ever and counts against `limit_concurrency`, so 64 idle sockets made
     every later request a 503. Here each connection must send a whole request head within
-    `head_timeout` seconds of opening or of its last response (data trickled in does not reset
-    it), and a connection opened when `max_connections` are open closes the oldest idle one
-    (no request in progress) instead of being refused.
+    `head_timeout` seconds of opening or of its last response (`HeadTimer`), and a connection
+    opened when `max_connections` are open closes the oldest idle one (no request in progress)
+    instead of being refused.
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
-        _head_timer: Any = None
-        _since: float = 0.0
+        timer: HeadTimer | None = None
 
         def connection_made(self, transport: Any) -> None:
             if len(self.connections) >= max_connections:
                 idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c.idle()]
                 if idle:
-                    victim = min(idle, key=lambda c: c._since)
+                    victim = min(idle, key=lambda c: c.timer.since if c.timer else 0.0)
                     self.connections.discard(victim)
                     victim.close()
             super().connection_made(transport)
-            self._arm()
+            self.timer = HeadTimer(head_timeout, self._expire)
+            self.timer.arm(self.loop)
 
         def idle(self) -> bool:
             """No request in progress: waiting for (the rest of) a request head."""
             return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
 
         def close(self) -> None:
-            self._disarm()
+            if self.timer:
+                self.timer.disarm()
             if not self.transport.is_closing():
                 self.transport.close()
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._since = time.monotonic()
-            self._head_timer = self.loop.call_later(head_timeout, self._expire)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
         def _expire(self) -> None:
-            self._head_timer = None
             if self.idle():
                 self.close()
 
         def handle_events(self) -> None:
             super().handle_events()
-            if self.conn.their_state is not h11.IDLE:  # a whole request head arrived
-                self._disarm()
+            if self.timer and self.conn.their_state is not h11.IDLE:  # a whole request head arrived
+                self.timer.disarm()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._arm()
+            if self.timer and not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self.timer.arm(self.loop)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            if self.timer:
+                self.timer.disarm()
             super().connection_lost(exc)
 
     return GuardedH11Protocol
