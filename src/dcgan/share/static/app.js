@@ -299,7 +299,7 @@ function drawResults(s) {
   const S = s.info.image_size;
   const tile = tileSize(s);
   const scale = tile / S; // strips and results: every frame at least a grid tile wide
-  const fig7 = S * Math.max(1, Math.floor(64 / S)); // the Fig. 7 PNG's own tile (serve.png_fig7)
+  const fig7 = S * Math.max(1, Math.floor(64 / S)); // the Fig. 7 PNG's own tile (latent.fig7_image)
   const res = s.results;
   $("interp-ends").textContent = res.interp ? res.interp.label : "";
   for (const [k, mode] of ["linear", "spherical"].entries()) {
