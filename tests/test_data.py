@@ -20,10 +20,9 @@ from dcgan.data import (
     cache_path,
     epoch_permutation,
     load_images,
-    to_model_range,
-    to_uint8,
 )
 from dcgan.errors import DataError
+from dcgan.pixels import to_model_range, to_uint8
 
 RNG = np.random.default_rng(0)
 

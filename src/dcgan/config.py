@@ -22,15 +22,14 @@ from .errors import ConfigError
 from .metrics import registry
 from .safe_yaml import YamlRefused, YamlText
 from .safe_yaml import load as load_yaml
-from .tables import CONFIG_TABLES
+from .tables import CONFIG_TABLES, DATASETS
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "celeba", "lsun", "folder", "prepared")
 IMAGE_SIZES = (16, 32, 64, 128, 256)
 
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | mnist | fashion_mnist | svhn | celeba | lsun | folder | prepared (written by `dcgan prepare`)
+    name: str = "cifar10"  # the dataset, one of dcgan.tables.DATASETS
     root: str = "./data"  # where torchvision datasets live / the image folder for `folder` / the folder `dcgan prepare --out` wrote
     image_size: int = 64  # a power of two, 16..256; images are resized + centre-cropped to it
     channels: int = 3  # 1 (grayscale) or 3 (RGB); images are converted as needed
@@ -125,7 +124,7 @@ class Config:
 # --- validation -------------------------------------------------------------------------------
 
 _CHOICES: dict[str, tuple] = {
-    "data.name": DATASETS,
+    "data.name": DATASETS,  # the registry (in CONFIG_TABLES too, for --help), read at each check
     "data.image_size": IMAGE_SIZES,
     "data.channels": (1, 3),
     "data.in_memory": ("auto", "always", "never"),

@@ -1,8 +1,12 @@
-"""Datasets: torchvision's loaders plus an image folder, resized to the training size as uint8.
+"""Datasets: images read by each dataset's loader, resized to the training size, kept as uint8.
 
 §4: the only preprocessing is scaling pixels to tanh's range [-1, 1]; here images are resized
 (shorter side) and centre-cropped to `data.image_size`, converted to 1 or 3 channels, kept as
 uint8 and scaled to [-1, 1] on the training device (`to_model_range`).
+
+Each dataset is one entry of `dcgan.tables.DATASETS` (its facts) with its loader in
+`dcgan.datasets`; this module is the machinery they share: reading an image folder, checking the
+split, keying, writing and reading caches, and batching.
 
 Datasets that fit in memory are decoded once into a uint8 tensor, cached on disk and batched by
 index: no per-image PIL work in the training loop. Larger ones (LSUN, big folders) stream
@@ -18,15 +22,12 @@ or full disk) is skipped with a warning.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import stat
-import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,38 +40,20 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import datasets, transforms
+from torchvision import transforms
 
-from .atomic import atomic_write, torch_save
+from .atomic import torch_save
 from .config import DataConfig
 from .errors import DataError
+from .tables import DATASETS, DatasetSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist installs it
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30  # "auto" decodes to memory below this many uint8 bytes
 CACHE_VERSION = 3  # part of every cache key: bump when decoding changes, so old caches are not reused
-
-_SPLITS = {
-    "cifar10": ("train", "test"),
-    "cifar100": ("train", "test"),
-    "mnist": ("train", "test"),
-    "fashion_mnist": ("train", "test"),
-    "svhn": ("train", "test", "extra"),
-    "celeba": ("train", "valid", "test", "all"),
-}
-_HOW_TO_GET = {
-    "cifar10": "set data.download=true on a machine with internet, or put cifar-10-batches-py/ in data.root",
-    "cifar100": "set data.download=true on a machine with internet, or put cifar-100-python/ in data.root",
-    "mnist": "set data.download=true on a machine with internet, or put MNIST/raw/ in data.root",
-    "fashion_mnist": "run `apt-get install dataset-fashion-mnist`, set data.download=true with internet, "
-                     "or put FashionMNIST/raw/ in data.root",
-    "svhn": "set data.download=true on a machine with internet, or put train_32x32.mat etc. in data.root",
-    "celeba": "download CelebA (img_align_celeba/ and list_eval_partition.txt) into data.root/celeba/",
-    "lsun": "download LSUN with its download.py into data.root (e.g. bedroom_train_lmdb/) and pip install lmdb",
-}
 
 
 def to_8bit_mode(im: Image.Image, channels: int) -> Image.Image:
@@ -209,72 +192,33 @@ def _ends_with(path: Path, tail: bytes) -> bool:
         return f.read() == tail
 
 
-# --- torchvision datasets ----------------------------------------------------------------------
+# --- a dataset's source: its loader, named by its entry in dcgan.tables.DATASETS ------------------
 
 
-def _provide_debian_fashion_mnist(root: Path) -> None:
-    """Unpack Debian's `dataset-fashion-mnist` idx files into torchvision's layout under root."""
-    raw = root / "FashionMNIST" / "raw"
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    if all(_is_file(raw / n) for n in names) or not DEBIAN_FASHION_MNIST.is_dir():
-        return
-    if not all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in names):
-        return
-    try:
-        for n in names:
-            with gzip.open(DEBIAN_FASHION_MNIST / f"{n}.gz", "rb") as src:
-                atomic_write(raw / n, lambda dst, src=src: shutil.copyfileobj(src, dst))
-    except (OSError, EOFError, zlib.error) as e:  # read-only or full data.root, or a damaged package file
-        raise DataError(f"could not unpack Debian's Fashion-MNIST into {str(raw)!r} ({_reason(e)}); "
-                        "set data.root to a writable folder with 60 MB free") from None
-    log.info("unpacked Debian's Fashion-MNIST from %s into %s", DEBIAN_FASHION_MNIST, raw)
-
-
-def _check_split(cfg: DataConfig, split: str) -> None:
-    allowed = _SPLITS.get(cfg.name)
-    if allowed and split not in allowed:
-        raise DataError(f"data.split={split!r} does not exist for {cfg.name}; use one of {', '.join(allowed)}")
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:  # config validation says so first; this is for configs built in code
+        raise DataError(f"data.name={name!r} is not a dataset; use one of {', '.join(DATASETS)}")
+    return DATASETS.load(name)
 
 
 def build_source(cfg: DataConfig, split: str | None = None) -> Dataset:
-    """The dataset as torchvision gives it, yielding (uint8 tensor (C, S, S), label)."""
+    """The dataset as its loader gives it, yielding (uint8 tensor (C, S, S), label)."""
     split = split or cfg.split
-    _check_split(cfg, split)
-    root = Path(cfg.root).expanduser()
-    tf = image_transform(cfg.image_size, cfg.channels)
-    if cfg.name == "folder":  # every file checked up front only where the in-memory cache takes them
-        return ImageFiles(root, tf, check=lambda n: fits_in_memory(cfg, n))
-    if cfg.name == "prepared":
-        from .prepared import open_prepared
-
-        return PreparedSource(open_prepared(cfg, split))
-    if cfg.name == "fashion_mnist":
-        _provide_debian_fashion_mnist(root)
+    spec = dataset_spec(cfg.name)
+    if spec.splits and split not in spec.splits:
+        raise DataError(f"data.split={split!r} does not exist for {cfg.name}; use one of {', '.join(spec.splits)}")
+    build = spec.function("build")
+    if not spec.how_to_get:  # a loader with one-line errors of its own (an image folder, a prepared one)
+        return build(cfg, split)
     try:
-        if cfg.name in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
-            cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
-                   "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
-            return cls(str(root), train=(split == "train"), transform=tf, download=cfg.download)
-        if cfg.name == "svhn":
-            return datasets.SVHN(str(root), split=split, transform=tf, download=cfg.download)
-        if cfg.name == "celeba":
-            return datasets.CelebA(str(root), split=split, target_type=[], transform=tf,
-                                   download=cfg.download)
-        if cfg.name == "lsun":
-            try:
-                import lmdb  # noqa: F401
-            except ImportError:
-                raise DataError("LSUN needs the lmdb package; run `pip install lmdb` (or `pip install dcgan[lmdb]`)") from None
-            return datasets.LSUN(str(root), classes=list(cfg.lsun_classes), transform=tf)
+        return build(cfg, split)
     except DataError:
         raise
     except Exception as e:  # torchvision raises RuntimeError when missing, URLError/OSError offline
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         tried = "downloading failed" if cfg.download else "download is off"
-        raise DataError(f"{cfg.name} ({split}) not found under {str(root)!r} and {tried} ({reason}); "
-                        f"{_HOW_TO_GET[cfg.name]}") from None
-    raise DataError(f"data.name={cfg.name!r} is not a dataset")  # unreachable after validation
+        raise DataError(f"{cfg.name} ({split}) not found under {str(Path(cfg.root).expanduser())!r} and {tried} "
+                        f"({reason}); {spec.how_to_get}") from None
 
 
 def _labels(source: Dataset) -> torch.Tensor | None:
@@ -288,17 +232,20 @@ def _labels(source: Dataset) -> torch.Tensor | None:
 # --- content fingerprints: what a cache is keyed by --------------------------------------------
 
 
-def _dataset_paths(cfg: DataConfig, split: str, root: Path) -> list[Path]:
-    """The files and folders under data.root that torchvision's loader for `cfg.name` reads."""
-    return {
-        "cifar10": [root / "cifar-10-batches-py"],
-        "cifar100": [root / "cifar-100-python"],
-        "mnist": [root / "MNIST"],  # raw/ idx files (and processed/ from old torchvision)
-        "fashion_mnist": [root / "FashionMNIST"],  # also where Debian's idx files are unpacked
-        "svhn": [root / f"{split}_32x32.mat"],
-        "celeba": [root / "celeba"],
-        "lsun": [root / f"{c}_lmdb" for c in cfg.lsun_classes],
-    }.get(cfg.name, [root])
+def _key_paths(spec: DatasetSpec, cfg: DataConfig, split: str, root: Path) -> list[Path]:
+    """The files and folders under data.root that a dataset's loader reads (`DatasetSpec.files`)."""
+    paths = []
+    for template in spec.files:
+        lists = [k for k in spec.options if "{" + k + "}" in template]  # one path per item
+        items = [{lists[0]: v} for v in getattr(cfg, lists[0])] if lists else [{}]
+        paths += [root / template.format(split=split, **item) for item in items]
+    return paths
+
+
+def dataset_options(cfg: DataConfig) -> dict[str, object]:
+    """The dataset's further data.* keys that choose its images (`DatasetSpec.options`), as JSON values."""
+    values = {k: getattr(cfg, k) for k in dataset_spec(cfg.name).options}
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
 
 
 def _tree_files(top: Path) -> list[Path]:
@@ -317,36 +264,37 @@ def data_fingerprint(cfg: DataConfig, split: str) -> str:
 
     It covers the settings that change the decoded images (name, split, image_size, channels,
     subset, lsun_classes) and the relative name, size, modification time and inode change time
-    (ctime) of every data file the source reads under data.root (every image file of a `folder`;
-    the dataset's own files for torchvision datasets, e.g. FashionMNIST/raw/ where Debian's idx
-    files are unpacked). Only stat calls, no image bytes: adding, removing, renaming, replacing or
+    (ctime) of every data file the source reads under data.root (its `DatasetSpec.files`, e.g.
+    FashionMNIST/ where Debian's idx files are unpacked; every image file of a `folder`, its
+    `content`). Only stat calls, no image bytes: adding, removing, renaming, replacing or
     touching a file changes it. The ctime is what catches a file replaced with the same name, size
     and modification time (`cp -p`, `rsync -t`, `tar x`): every write of a file's bytes sets its
     ctime to the time of the write, and no user call can set it back.
     """
+    spec = dataset_spec(cfg.name)
     settings = {"version": CACHE_VERSION, "name": cfg.name, "split": split, "image_size": cfg.image_size,
-                "channels": cfg.channels, "subset": cfg.subset}
-    if cfg.name == "lsun":
-        settings["lsun_classes"] = list(cfg.lsun_classes)
+                "channels": cfg.channels, "subset": cfg.subset, **dataset_options(cfg)}
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    root = Path(cfg.root).expanduser()
-    if cfg.name == "prepared":  # its content fingerprint (dataset.json) and its arrays' stat
-        from .prepared import fingerprint
-
-        try:
-            h.update(fingerprint(cfg, split).encode())
-            return h.hexdigest()[:16]
-        except DataError:  # not (yet) a valid prepared folder: key by whatever files are there
-            pass
-    if cfg.name == "folder":
-        entries = _image_entries(root)
+    if spec.content is not None:  # a key of its own (an image folder: only its images; a prepared one)
+        lines = spec.function("content")(cfg, split)
     else:
-        entries = [(os.path.relpath(f, root), _stat(f))
-                   for top in _dataset_paths(cfg, split, root) for f in _tree_files(top)]
+        root = Path(cfg.root).expanduser()
+        lines = stat_lines(file_entries(root, _key_paths(spec, cfg, split, root)))
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def file_entries(root: Path, tops: list[Path]) -> list[tuple[str, os.stat_result | str]]:
+    """(path relative to root, stat) of every file under the `tops` (`_tree_files`)."""
+    return [(os.path.relpath(f, root), _stat(f)) for top in tops for f in _tree_files(top)]
+
+
+def stat_lines(entries: Iterable[tuple[str, os.stat_result | str]]) -> Iterator[str]:
+    """What a content key hashes of each file: its relative name, size, mtime and ctime."""
     for rel, st in entries:
         facts = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" if isinstance(st, os.stat_result) else st
-        h.update(f"{rel}\0{facts}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:16]
+        yield f"{rel}\0{facts}\n"
 
 
 def _stat(path: Path) -> os.stat_result | str:
@@ -375,7 +323,8 @@ class ImageData:
 def _cache_stem(cfg: DataConfig, split: str) -> str:
     """The readable part of a cache name; one stem is one dataset at one root (old versions pruned)."""
     root_key = hashlib.sha1(os.path.realpath(os.path.expanduser(cfg.root)).encode("utf-8", "surrogateescape"))
-    extra = "-" + "+".join(cfg.lsun_classes) if cfg.name == "lsun" else ""
+    extra = "".join(f"-{'+'.join(v) if isinstance(v, list) else v}"
+                    for v in dataset_options(cfg).values())  # e.g. LSUN's classes
     return f"{cfg.name}{extra}-{split}-{cfg.image_size}px-{cfg.channels}ch-{root_key.hexdigest()[:10]}"
 
 
@@ -487,10 +436,9 @@ def load_images(cfg: DataConfig, split: str | None = None, *, use_cache: bool = 
     (applied after the cache, so it shares one file).
     """
     split = split or cfg.split
-    if cfg.name == "prepared":  # already uint8 at the training size: mapped, not decoded or cached
-        from .prepared import open_prepared
-
-        prep = open_prepared(cfg, split, mode="c")  # copy-on-write: a writable tensor, no copy
+    spec = dataset_spec(cfg.name)
+    if spec.arrays is not None:  # already uint8 at the training size: mapped, not decoded or cached
+        prep = spec.function("arrays")(cfg, split, mode="c")  # copy-on-write: a writable tensor, no copy
         labels = torch.from_numpy(np.array(prep.labels)) if prep.labels is not None else None
         return ImageData(torch.from_numpy(prep.images), labels, cfg.name, split)
     cached = _read_cache(cache_path(cfg, split), cfg) if use_cache else None
@@ -596,13 +544,12 @@ class Batches:
         self.mapped: np.ndarray | None = None
         self.loader: DataLoader | None = None
         self._prefetch: ThreadPoolExecutor | None = None
-        prepared = cfg.name == "prepared"
+        spec = dataset_spec(cfg.name)
+        prepared = spec.arrays is not None  # stored as uint8 arrays (`dcgan prepare`): mapped, no cache
         cached = not prepared and cfg.in_memory != "never" and _is_file(cache_path(cfg, cfg.split))
         source = None if cached or prepared else build_source(cfg)
         if prepared and cfg.in_memory != "always":
-            from .prepared import open_prepared
-
-            self.mapped = open_prepared(cfg, cfg.split).images  # a read-only memory map
+            self.mapped = spec.function("arrays")(cfg, cfg.split).images  # a read-only memory map
             n = self.mapped.shape[0]
         elif cached or prepared or fits_in_memory(cfg, len(source)):
             data = load_images(cfg, source=source)
@@ -677,21 +624,6 @@ class Batches:
         out[order] = self.mapped[idx[order]]
         batch = torch.from_numpy(out)
         return batch.pin_memory() if self.device.type == "cuda" else batch
-
-
-class PreparedSource(Dataset):
-    """A prepared dataset (`dcgan prepare`) as a source: (uint8 tensor (C, S, S), label or -1)."""
-
-    def __init__(self, prepared) -> None:
-        self.prepared = prepared
-        self.labels = None if prepared.labels is None else torch.from_numpy(np.array(prepared.labels))
-
-    def __len__(self) -> int:
-        return self.prepared.images.shape[0]
-
-    def __getitem__(self, i: int):
-        label = int(self.labels[i]) if self.labels is not None else -1
-        return torch.from_numpy(np.array(self.prepared.images[i])), label
 
 
 def _collate_images(items):

@@ -70,11 +70,10 @@ log = logging.getLogger(__name__)
 
 
 def _source_key(cfg: DataConfig, split: str, source_fingerprint: str, n: int) -> dict[str, Any]:
-    key = {"name": cfg.name, "root": os.path.realpath(os.path.expanduser(cfg.root)), "split": split,
-           "subset": cfg.subset, "fingerprint": source_fingerprint, "images": n}
-    if cfg.name == "lsun":
-        key["lsun_classes"] = list(cfg.lsun_classes)
-    return key
+    from .data import dataset_options
+
+    return {"name": cfg.name, "root": os.path.realpath(os.path.expanduser(cfg.root)), "split": split,
+            "subset": cfg.subset, "fingerprint": source_fingerprint, "images": n, **dataset_options(cfg)}
 
 
 def _check_out(out: Path) -> None:
@@ -181,20 +180,20 @@ def _workers(requested: int) -> int:
 
 
 def _source(cfg: DataConfig, split: str):
-    from .data import ImageFiles, build_source, image_transform
+    from .data import build_source, dataset_spec
 
-    if cfg.name == "prepared":
-        raise DataError("data.name=prepared is already prepared; set data.name to the source (e.g. folder or lsun) "
-                        "and data.root to its files in the config given to `dcgan prepare`")
-    if cfg.name == "folder":  # no start-up check of every file: prepare decodes each once anyway
-        return ImageFiles(Path(cfg.root).expanduser(), image_transform(cfg.image_size, cfg.channels), check=False)
-    return build_source(cfg, split)
+    if dataset_spec(cfg.name).arrays is not None:
+        raise DataError(f"data.name={cfg.name} is already prepared; set data.name to the source (e.g. folder or "
+                        "lsun) and data.root to its files in the config given to `dcgan prepare`")
+    # in_memory=never: no start-up check of every file (an image folder's): prepare decodes each once anyway
+    return build_source(dataclasses.replace(cfg, in_memory="never"), split)
 
 
-def _has_labels(cfg: DataConfig, source: Any) -> bool:
+def _has_labels(source: Any) -> bool:
+    """Whether the source yields class labels: known ones (targets), or several classes (LSUN's)."""
     from .data import _labels
 
-    return _labels(source) is not None or (cfg.name == "lsun" and len(cfg.lsun_classes) > 1)
+    return _labels(source) is not None or len(getattr(source, "classes", ())) > 1
 
 
 def prepare(cfg: DataConfig, out: str | Path, *, workers: int = -1, command: str = "",
@@ -203,11 +202,7 @@ def prepare(cfg: DataConfig, out: str | Path, *, workers: int = -1, command: str
 
     Resumes an unfinished prepare of the same source and settings in `out`; a complete one of the
     same source is left as it is (nothing to do); anything else in `out` is refused."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from .data import _one_line_errors, data_fingerprint
+    from .data import data_fingerprint
 
     out = Path(out).expanduser()
     split = cfg.split
@@ -227,73 +222,100 @@ def prepare(cfg: DataConfig, out: str | Path, *, workers: int = -1, command: str
                         f"under {m.get('source', {}).get('root')!r}, {m.get('image_size')} px); pass another "
                         "--out, or delete it to prepare it again")
     shape = (n, cfg.channels, cfg.image_size, cfg.image_size)
-    labelled = _has_labels(cfg, source)
+    labelled = _has_labels(source)
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
         _check_out(out)  # again, under the lock
-        state = _resume_state(out, key, settings, shape, labelled)
-        if state is None:  # start over, in our own files only
-            for name in (PROGRESS, IMAGES, LABELS):
-                with contextlib.suppress(FileNotFoundError):
-                    (out / name).unlink()
-            need = int(np.prod(shape)) + (8 * n if labelled else 0)
-            free = shutil.disk_usage(out).free
-            if need > free:
-                raise DataError(f"--out {str(out)!r} needs {need / 1e9:.2f} GB but its disk has {free / 1e9:.2f} GB "
-                                "free; free space or pass --out on a larger disk")
-            state = {"key": key, "settings": settings, "next": 0, "written": 0, "skipped": 0,
-                     "first_failure": None, "seconds": 0.0}
-            images = np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.uint8, shape=shape)
-            labels = np.lib.format.open_memmap(out / LABELS, mode="w+", dtype=np.int64, shape=(n,)) if labelled else None
-            _write_json(out / PROGRESS, state)
-        else:
-            images = np.lib.format.open_memmap(out / IMAGES, mode="r+")
-            labels = np.lib.format.open_memmap(out / LABELS, mode="r+") if labelled else None
-            log.info("continuing the unfinished prepare in %s at image %d of %d", out, state["next"], n)
-        kill_at = int(os.environ.get("DCGAN_TEST_PREPARE_KILL_AT_CHUNK", "0") or 0)  # tests: SIGKILL mid-way
-        save_every = 0.0 if kill_at else PROGRESS_EVERY_S  # (and a progress record after every chunk)
-        started, t_saved, chunks = time.monotonic(), time.monotonic(), 0
-        base_seconds = state["seconds"]
+        state, images, labels = _open_arrays(out, key, settings, shape, labelled)
         if state["next"] < n:
-            loader = DataLoader(_Items(source, state["next"], n), batch_size=CHUNK, shuffle=False,
-                                num_workers=_workers(workers), collate_fn=_collate)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # the work is in the workers (PIL), not in torch's threads
-            bar = tqdm(total=n, initial=state["next"], unit="img", desc=f"prepare {out.name}", disable=not progress,
-                       mininterval=1.0, smoothing=0.1, dynamic_ncols=True)
-            try:
-                with bar:
-                    for items in _one_line_errors(loader):
-                        good = [(img, lab) for _, img, lab, _ in items if img is not None]
-                        w = state["written"]
-                        if good:
-                            images[w:w + len(good)] = torch.stack([img for img, _ in good]).numpy()
-                            if labels is not None:
-                                labels[w:w + len(good)] = [lab for _, lab in good]
-                        failed = [why for _, img, _, why in items if img is None]
-                        for why in failed:
-                            log.warning("skipping undecodable image %s", why)
-                        state["written"] = w + len(good)
-                        state["skipped"] += len(failed)
-                        state["first_failure"] = state["first_failure"] or (failed[0] if failed else None)
-                        state["next"] = items[-1][0] + 1
-                        chunks += 1
-                        if chunks == kill_at:
-                            os.kill(os.getpid(), signal.SIGKILL)  # rows written, progress not yet: the worst spot
-                        now = time.monotonic()
-                        if now - t_saved >= save_every or state["next"] == n:
-                            images.flush()
-                            if labels is not None:
-                                labels.flush()
-                            state["seconds"] = base_seconds + now - started
-                            _write_json(out / PROGRESS, state)
-                            t_saved = now
-                        bar.update(len(items))
-                        bar.set_postfix(skipped=state["skipped"], refresh=False)
-            finally:
-                torch.set_num_threads(threads)
+            _decode_into(source, out, state, images, labels, workers=workers, progress=progress)
         del images, labels  # unmap before the files are cut
         return _finish(out, state, shape, labelled, command)
+
+
+def _open_arrays(out: Path, key: dict, settings: dict, shape: tuple[int, ...], labelled: bool):
+    """(progress state, images, labels) to write into: an unfinished prepare's, or new ones."""
+    state = _resume_state(out, key, settings, shape, labelled)
+    if state is not None:
+        log.info("continuing the unfinished prepare in %s at image %d of %d", out, state["next"], shape[0])
+        images = np.lib.format.open_memmap(out / IMAGES, mode="r+")
+        return state, images, np.lib.format.open_memmap(out / LABELS, mode="r+") if labelled else None
+    for name in (PROGRESS, IMAGES, LABELS):  # start over, in our own files only
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    n = shape[0]
+    need = int(np.prod(shape)) + (8 * n if labelled else 0)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise DataError(f"--out {str(out)!r} needs {need / 1e9:.2f} GB but its disk has {free / 1e9:.2f} GB "
+                        "free; free space or pass --out on a larger disk")
+    state = {"key": key, "settings": settings, "next": 0, "written": 0, "skipped": 0,
+             "first_failure": None, "seconds": 0.0}
+    images = np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.uint8, shape=shape)
+    labels = np.lib.format.open_memmap(out / LABELS, mode="w+", dtype=np.int64, shape=(n,)) if labelled else None
+    _write_json(out / PROGRESS, state)
+    return state, images, labels
+
+
+def _decode_into(source: Any, out: Path, state: dict, images: np.ndarray, labels: np.ndarray | None, *,
+                 workers: int, progress: bool) -> None:
+    """Decode the source's images from state["next"] on into the arrays, in DataLoader workers,
+    recording progress at most once a second (and at the end) so a killed prepare resumes."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .data import _one_line_errors
+
+    n = images.shape[0]
+    kill_at = int(os.environ.get("DCGAN_TEST_PREPARE_KILL_AT_CHUNK", "0") or 0)  # tests: SIGKILL mid-way
+    save_every = 0.0 if kill_at else PROGRESS_EVERY_S  # (and a progress record after every chunk)
+    started, t_saved, chunks = time.monotonic(), time.monotonic(), 0
+    base_seconds = state["seconds"]
+    loader = DataLoader(_Items(source, state["next"], n), batch_size=CHUNK, shuffle=False,
+                        num_workers=_workers(workers), collate_fn=_collate)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the work is in the workers (PIL), not in torch's threads
+    bar = tqdm(total=n, initial=state["next"], unit="img", desc=f"prepare {out.name}", disable=not progress,
+               mininterval=1.0, smoothing=0.1, dynamic_ncols=True)
+    try:
+        with bar:
+            for items in _one_line_errors(loader):
+                _write_chunk(items, state, images, labels)
+                chunks += 1
+                if chunks == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)  # rows written, progress not yet: the worst spot
+                now = time.monotonic()
+                if now - t_saved >= save_every or state["next"] == n:
+                    images.flush()
+                    if labels is not None:
+                        labels.flush()
+                    state["seconds"] = base_seconds + now - started
+                    _write_json(out / PROGRESS, state)
+                    t_saved = now
+                bar.update(len(items))
+                bar.set_postfix(skipped=state["skipped"], refresh=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_chunk(items: list, state: dict, images: np.ndarray, labels: np.ndarray | None) -> None:
+    """Append a chunk's decoded images (and labels) after the rows written so far; count the failures."""
+    import torch
+
+    good = [(img, lab) for _, img, lab, _ in items if img is not None]
+    w = state["written"]
+    if good:
+        images[w:w + len(good)] = torch.stack([img for img, _ in good]).numpy()
+        if labels is not None:
+            labels[w:w + len(good)] = [lab for _, lab in good]
+    failed = [why for _, img, _, why in items if img is None]
+    for why in failed:
+        log.warning("skipping undecodable image %s", why)
+    state["written"] = w + len(good)
+    state["skipped"] += len(failed)
+    state["first_failure"] = state["first_failure"] or (failed[0] if failed else None)
+    state["next"] = items[-1][0] + 1
 
 
 def _resume_state(out: Path, key: dict, settings: dict, shape: tuple[int, ...], labelled: bool) -> dict | None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
+from .tables import DATASETS
 
 FORMAT, VERSION = "dcgan-prepared", 1
 IMAGES, LABELS, MANIFEST, PROGRESS, LOCK = "images.npy", "labels.npy", "dataset.json", ".progress.json", ".lock"
@@ -25,7 +26,6 @@ OWN_NAMES = (IMAGES, LABELS, MANIFEST, PROGRESS, LOCK)
 CHUNK = 256  # images per decoding batch (and per progress record)
 PROGRESS_EVERY_S = 1.0  # at most one progress record a second
 HASH_BLOCK = 16 * 2**20
-SPLITLESS = ("folder", "lsun")  # sources whose every split is the same images
 
 
 def _own(name: str) -> bool:
@@ -142,7 +142,7 @@ def open_prepared(cfg: DataConfig, split: str | None = None, *, mode: str = "r")
     path = resolve(cfg.root, split)
     m = read_manifest(path)
     source = m.get("source", {})
-    if isinstance(source, dict) and source.get("name") not in SPLITLESS and "split" in source \
+    if isinstance(source, dict) and not _splitless(source.get("name")) and "split" in source \
             and source["split"] != split and path == Path(cfg.root).expanduser():
         raise DataError(f"{str(path)!r} holds {source.get('name')} ({source['split']}), not the {split!r} split; "
                         f"prepare one folder per split (`dcgan prepare --set data.split={split} --out "
@@ -163,6 +163,12 @@ def open_prepared(cfg: DataConfig, split: str | None = None, *, mode: str = "r")
         images = images[: cfg.subset]
         labels = labels[: cfg.subset] if labels is not None else None
     return Prepared(path, m, images, labels)
+
+
+def _splitless(name: Any) -> bool:
+    """Whether a source's every split is the same images (no `splits` in its DatasetSpec: an image
+    folder, LSUN's lmdb classes), so a prepared copy serves any data.split."""
+    return isinstance(name, str) and name in DATASETS and not DATASETS.load(name).splits
 
 
 def fingerprint(cfg: DataConfig, split: str) -> str:

@@ -20,7 +20,6 @@ from ..errors import DCGANError
 from . import registry
 
 EVALUATIONS_FILE = "evaluations.jsonl"
-LABELLED = registry.LABELLED  # datasets the classifier can learn (the choice is made in the registry)
 DEFAULT_CLF_METRICS = registry.default_metrics("", registry.CLASSIFIER)
 DEFAULT_SSL_METRICS = registry.default_metrics("", registry.SSL)
 DEFAULT_INCEPTION_METRICS = registry.default_metrics("", registry.INCEPTION)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..tables import DATASETS
+
 CLASSIFIER, INCEPTION, SSL = "classifier", "inception", "ssl"
 LOWER, HIGHER = "lower", "higher"  # which way a score is better
 COMPUTE_MODULE = "dcgan.metrics.compute"
@@ -88,7 +90,6 @@ register_metric("is", INCEPTION, (("is", HIGHER), ("is_std", "")), "inception_sc
 
 # --- the default metrics: chosen here, once, by whether the dataset has class labels --------------
 
-LABELLED = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")  # datasets the classifier can learn
 AUTO = "auto"  # eval.metrics / eval.best left at the default: resolved by `default_metrics` / `default_best`
 # (during training, for `dcgan eval`) per feature network
 DEFAULTS = {
@@ -98,10 +99,22 @@ DEFAULTS = {
 }
 
 
+def labelled(dataset: str) -> bool:
+    """Whether a dataset has class labels the classifier can learn: its `labelled` in
+    dcgan.tables.DATASETS (the choice of the default feature network rests on it)."""
+    return dataset in DATASETS and DATASETS.load(dataset).labelled
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LABELLED":  # the labelled datasets, read from the table at each use (so a registered one counts)
+        return tuple(n for n in DATASETS if labelled(n))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def default_network(dataset: str) -> str:
     """The offline feature network for a dataset: the classifier where there are class labels,
     else the self-supervised encoder (Inception only when asked for: it needs a download)."""
-    return CLASSIFIER if dataset in LABELLED else SSL
+    return CLASSIFIER if labelled(dataset) else SSL
 
 
 def default_metrics(dataset: str, features: str | None = None, *, training: bool = False) -> tuple[str, ...]:
