@@ -16,6 +16,7 @@ import torch
 from .atomic import torch_save
 from .config import Config, from_dict
 from .errors import CheckpointError, DCGANError
+from .formats import reader
 from .models import (
     Discriminator,
     Generator,
@@ -99,15 +100,15 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", cfg: Confi
     A run trained with `train.ema` holds an averaged G too: that is the G returned unless
     `ema=False` asks for the raw one (the last weights the optimiser wrote).
 
-    `path` may also be a folder written by `dcgan export`: G, and D when it was exported with
+    `path` may also be a folder written by `dcgan export`, read by its format's reader (the
+    export-format table, `dcgan.formats`): G, and D when it was exported with
     --with-discriminator (else None; see `require_discriminator`); the dict then holds the
     run's facts (`step`, `epoch`, `config`, `best`, `meta`) instead of the training state.
     Either way the weights go through `models.load_weights` (strict, finite).
     """
-    from .share.hub import is_export, load_export
-
-    if is_export(path):
-        return load_export(path, device, cfg, ema=ema)
+    fmt = reader(path)
+    if fmt is not None:
+        return fmt.code("read")(path, device, cfg, ema=ema)
     ckpt = load_checkpoint(path)
     cfg = cfg or checkpoint_config(ckpt)
     G, D = build_models(cfg.model, cfg.data.image_size, cfg.data.channels)

@@ -8,27 +8,24 @@ Architecture guidelines, as the paper states them:
 - ReLU in G with Tanh on the output, LeakyReLU(0.2) in D.
 D returns logits: the loss is BCE-with-logits, never Sigmoid + BCELoss.
 
-Both nets follow huggingface_hub's `PyTorchModelHubMixin` convention: `config.json` holds the
-constructor's arguments and `model.safetensors` the weights, so `Generator.from_pretrained(DIR)`
-rebuilds G from a folder written by `dcgan export` (offline) or from a Hub repository.
+`Generator.from_pretrained(DIR)` rebuilds G from a folder written by `dcgan export` (offline) or
+from a Hub repository of one. This module reads no file format: that method goes through the
+export-format table (`dcgan.formats`) to the Hub layout's reader in `dcgan.share.hub`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .config import IMAGE_SIZES, ModelConfig
 from .errors import CheckpointError, ConfigError
-from .share.folder import D_PREFIX, WEIGHTS_FILE  # noqa: F401 (the export's file names, re-exported)
 from .tables import D_NORMS
 
 
@@ -66,52 +63,18 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class _Pretrained(PyTorchModelHubMixin, library_name="dcgan", license="mit",
-                  paper_url="https://arxiv.org/abs/1511.06434", tags=["dcgan", "gan"]):
-    """`from_pretrained` for G and D: config.json -> the constructor, model.safetensors -> weights.
-
-    Unlike the mixin's default this checks the folder before building anything
-    (`share.folder.open_export`: config.json through the project's config validation, an
-    incomplete export refused), checks the weights' names and shapes from the safetensors header
-    before allocating them, loads strictly, refuses non-finite weights (`load_weights`, as for
-    checkpoints), prints nothing, and reads G and D from one file: G's tensors under their own
-    names, D's under `discriminator.` (present when exported with --with-discriminator).
-    """
-
-    _weights_prefix = ""
+class _Pretrained:
+    """`from_pretrained` for G and D, in eval mode; the work is the Hub layout's (`dcgan.share.hub`)."""
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
-                        token: Any = None, cache_dir: Any = None, local_files_only: bool = False,
-                        revision: str | None = None, map_location: str | torch.device = "cpu") -> Any:
-        from .share.folder import CONFIG_FILE, open_export
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **options: Any) -> Any:
+        """The network of a folder written by `dcgan export` (offline), or of a Hub repository of
+        one; `options`: `map_location` and huggingface_hub's download options (`revision`,
+        `token`, `cache_dir`, `force_download`, `local_files_only`). The folder is checked before
+        anything is built, and the weights are loaded strictly and checked finite."""
+        from .formats import from_pretrained
 
-        model_id = str(pretrained_model_name_or_path)
-        complete = os.path.isdir(model_id)
-        if not complete:  # a Hub repository: its config.json and weights, into the local cache
-            from huggingface_hub import hf_hub_download
-
-            paths = [hf_hub_download(repo_id=model_id, filename=name, revision=revision, cache_dir=cache_dir,
-                                     force_download=force_download, token=token, local_files_only=local_files_only)
-                     for name in (CONFIG_FILE, WEIGHTS_FILE)]
-            model_id = os.path.dirname(paths[0])
-        return from_export(cls, open_export(model_id, complete=complete), map_location)
-
-
-def from_export(cls: type, ex: Any, device: str | torch.device = "cpu") -> Any:
-    """`cls` (Generator or Discriminator) of a checked export folder (`share.folder.Export`), in
-    eval mode: names and shapes checked against a weightless (meta) build first, then built,
-    loaded strictly and checked finite."""
-    size, channels = ex.cfg.data.image_size, ex.cfg.data.channels
-    if channels not in (1, 3):
-        raise ConfigError(f"data.channels={channels} is not supported; use 1 or 3")
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in cls(ex.cfg.model, size, channels).state_dict().items()}
-    what = "D" if cls._weights_prefix else "G"
-    state = ex.read_weights(cls._weights_prefix, shapes, what)
-    net = cls(ex.cfg.model, size, channels)
-    load_weights(net, state, what, ex.path / WEIGHTS_FILE)
-    return net.to(device).eval()
+        return from_pretrained(cls, pretrained_model_name_or_path, **options)
 
 
 @dataclass(frozen=True)
@@ -198,8 +161,6 @@ class Discriminator(nn.Module, _Pretrained):
     `stages[i]` halves the resolution with a strided conv (§3: learned downsampling, no pooling);
     the first stage has no BN (§3), the widths double from ndf to ndf * 2**(n-1) at 4x4.
     """
-
-    _weights_prefix = D_PREFIX
 
     def __init__(self, cfg: ModelConfig, image_size: int, channels: int) -> None:
         super().__init__()

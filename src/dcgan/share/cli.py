@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import DCGANError
+from ..formats import EXPORT_FORMATS, HUB_LAYOUT
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +24,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the folder to write: new, empty, or an earlier export (required)")
     p.add_argument("--with-discriminator", action="store_true",
                    help="also export D (under `discriminator.` in model.safetensors); default: G only")
-    p.add_argument("--format", default="safetensors", metavar="FORMAT[,FORMAT]",
-                   help="safetensors (default: the Hub layout) and/or onnx (adds model.onnx: G with input "
-                        "z and a dynamic batch), comma-separated")
+    p.add_argument("--format", default=HUB_LAYOUT, metavar="FORMAT[,FORMAT]",
+                   help=f"comma-separated, any of: {EXPORT_FORMATS.help()}")
     p.set_defaults(func=cmd_export)
 
 
@@ -34,7 +34,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     if not formats:
-        raise DCGANError("--format is empty; use safetensors, onnx or both (safetensors,onnx)")
+        raise DCGANError(f"--format is empty; use one or more of {', '.join(EXPORT_FORMATS)}, comma-separated "
+                         f"(e.g. {','.join(EXPORT_FORMATS)})")
     out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, formats=formats,
                        log=print)
     print(describe(out))

@@ -3,8 +3,9 @@
 The folder (see `hub`) holds the weights as safetensors, the architecture as config.json, the
 run's facts as training.json, a sample grid and a model card (README.md) that states the data,
 the training length and config, the run's scores with their protocol, and how to load it.
-Export formats are declared once in `FORMATS`; `onnx` adds G as model.onnx (z -> image, any
-batch size).
+Export formats are declared once, in `dcgan.formats.EXPORT_FORMATS`: each writes its files and
+its section of the model card. The `onnx` format's code is here: G as model.onnx (z -> image,
+any batch size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import io
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,26 @@ from ..atomic import write_bytes, write_text
 from ..checkpoint import load_models, resolve_checkpoint
 from ..config import Config
 from ..errors import DCGANError
+from ..formats import (
+    CARD_FILE,
+    CARD_SAMPLES,
+    CARD_SEED,
+    CONFIG_FILE,
+    EXPORT_FORMATS,
+    ONNX_FILE,
+    SAMPLES_FILE,
+    WEIGHTS_FILE,
+    export_files,
+    export_format,
+    reader,
+    to_write,
+)
 from ..metrics import registry
-from ..models import WEIGHTS_FILE, Discriminator, Generator
+from ..models import Discriminator, Generator
 from ..sampling import generate, noise, save_grid
 from . import hub
-from .folder import clean_facts
+from .folder import clean_facts, marked
 
-CARD_SAMPLES, CARD_SEED = 64, 0  # the model card's grid: `dcgan sample --num 64 --seed 0`
 PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test_accuracy")
 
 
@@ -80,7 +93,7 @@ def pick_checkpoint(source: str | Path) -> tuple[Path | str, str]:
     as given.
     """
     p = Path(source).expanduser()
-    if hub.is_export(p):
+    if reader(p) is not None:
         return source, "an earlier export, as given"
     if not p.is_dir():
         return source, "the checkpoint file, as given"
@@ -129,8 +142,17 @@ def scores_markdown(facts: dict[str, Any]) -> str:
             f"compared with every image of the real `{ev.get('split', '?')}` split ({proto}). {docs}. {note}\n")
 
 
-def model_card(facts: dict[str, Any], files: dict[str, str]) -> str:
-    """README.md of an export: Hub metadata, then data, training, scores, samples and usage."""
+def card_files(formats: list[str], *, with_discriminator: bool) -> dict[str, str]:
+    """The card's Files table: every file of the formats written, and what it holds."""
+    files = {f: what for name in formats for f, what in export_format(name).files.items()}
+    if with_discriminator:
+        files[WEIGHTS_FILE] += " and D's (under `discriminator.`)"
+    return files
+
+
+def model_card(facts: dict[str, Any], formats: list[str], *, with_discriminator: bool = False) -> str:
+    """README.md of an export: Hub metadata, then data, training, scores, samples, then each
+    format's section (how to load it) and the files."""
     cfg = facts.get("config", {})
     data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
     name, S, C = data.get("name", "?"), data.get("image_size", "?"), data.get("channels", "?")
@@ -138,14 +160,10 @@ def model_card(facts: dict[str, Any], files: dict[str, str]) -> str:
              "tags": ["dcgan", "gan", "unconditional-image-generation", "model_hub_mixin",
                       "pytorch_model_hub_mixin"], "datasets": [name]}
     subset = f"the first {data['subset']} images of " if data.get("subset") else ""
-    onnx = ""
-    if hub.ONNX_FILE in files:
-        onnx = ("\nWith ONNX Runtime alone (no PyTorch):\n\n```python\nimport numpy as np, onnxruntime as ort\n"
-                f"sess = ort.InferenceSession(\"DIR/{hub.ONNX_FILE}\")\n"
-                f"z = np.random.uniform(-1, 1, (16, {model.get('nz')})).astype(np.float32)\n"
-                f"images = sess.run(None, {{\"z\": z}})[0]  # (16, {C}, {S}, {S}) in [-1, 1]\n```\n")
     picked = f" ({facts['picked']})" if facts.get("picked") else ""
     shown = f"{facts['images_shown']:,}" if isinstance(facts.get("images_shown"), int) else "?"
+    sections = "".join(export_format(n).code("card")(facts) for n in formats if export_format(n).card is not None)
+    files = card_files(formats, with_discriminator=with_discriminator)
     file_rows = "\n".join(f"| `{f}` | {what} |" for f, what in files.items())
     return f"""---
 {yaml.safe_dump(front, sort_keys=False).strip()}
@@ -157,10 +175,10 @@ A DCGAN generator (Radford, Metz and Chintala 2016, [arXiv:1511.06434](https://a
 trained with the `dcgan` package: z, {model.get('nz')} numbers drawn {model.get('z_dist')}ly
 ({'U[-1, 1]' if model.get('z_dist') == 'uniform' else 'N(0, 1)'}), -> a ({C}, {S}, {S}) image in [-1, 1].
 
-![{CARD_SAMPLES} samples, noise seed {CARD_SEED}]({hub.SAMPLES_FILE})
+![{CARD_SAMPLES} samples, noise seed {CARD_SEED}]({SAMPLES_FILE})
 
 {CARD_SAMPLES} samples from noise seed {CARD_SEED} (BatchNorm in eval mode):
-`dcgan sample --checkpoint DIR --num {CARD_SAMPLES} --seed {CARD_SEED} --out {hub.SAMPLES_FILE}` draws this grid again.
+`dcgan sample --checkpoint DIR --num {CARD_SAMPLES} --seed {CARD_SEED} --out {SAMPLES_FILE}` draws this grid again.
 
 ## Data
 
@@ -181,21 +199,7 @@ The full training config (`dcgan train --config` takes it as it is):
 ## Scores
 
 {scores_markdown(facts)}
-## How to load
-
-```python
-from dcgan import Generator
-from dcgan.sampling import generate, noise
-
-G = Generator.from_pretrained("DIR")  # a local folder loads offline; a Hub repo id downloads
-z = noise(16, G.nz, "{model.get('z_dist')}", seed=0)
-images = generate(G, z)  # (16, {C}, {S}, {S}) in [-1, 1]
-```
-
-Every `dcgan` command that takes `--checkpoint` takes this folder too, and draws the same images
-as the run's checkpoint for the same seed: `dcgan sample --checkpoint DIR --out grid.png`,
-`dcgan serve --checkpoint DIR` (the latent-space explorer).
-{onnx}
+{sections}
 ## Files
 
 | file | contents |
@@ -204,10 +208,10 @@ as the run's checkpoint for the same seed: `dcgan sample --checkpoint DIR --out 
 """
 
 
-# --- formats -----------------------------------------------------------------------------------
+# --- the onnx format ---------------------------------------------------------------------------
 
 
-def write_onnx(folder: Path, G: Generator, cfg: Config) -> Path:
+def write_onnx(folder: Path, G: Generator, D: Discriminator | None, cfg: Config, facts: dict[str, Any]) -> None:
     """G alone as ONNX: input `z` (batch, nz), output `image` (batch, C, S, S); batch is dynamic."""
     G = G.cpu().eval()
     z = noise(2, cfg.model.nz, cfg.model.z_dist, 0)
@@ -216,21 +220,18 @@ def write_onnx(folder: Path, G: Generator, cfg: Config) -> Path:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(G, (z,), buf, input_names=["z"], output_names=["image"],
                           dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}}, dynamo=False)
-    return write_bytes(folder / hub.ONNX_FILE, buf.getvalue())
+    write_bytes(folder / ONNX_FILE, buf.getvalue())
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    files: dict[str, str]  # file -> what it holds (for the model card)
-    write: Callable[[Path, Generator, Config], Any] | None  # extra files beyond the Hub layout
-
-
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("safetensors", {}, None),  # the Hub layout itself; always written
-    Format("onnx", {hub.ONNX_FILE: "G for ONNX Runtime: input `z` (batch, nz), output `image`, dynamic batch"},
-           write_onnx),
-)}
+def onnx_card(facts: dict[str, Any]) -> str:
+    """The model card's section for model.onnx: sampling it with ONNX Runtime alone."""
+    cfg = facts.get("config", {})
+    model, data = cfg.get("model", {}), cfg.get("data", {})
+    S, C = data.get("image_size", "?"), data.get("channels", "?")
+    return ("\nWith ONNX Runtime alone (no PyTorch):\n\n```python\nimport numpy as np, onnxruntime as ort\n"
+            f"sess = ort.InferenceSession(\"DIR/{ONNX_FILE}\")\n"
+            f"z = np.random.uniform(-1, 1, (16, {model.get('nz')})).astype(np.float32)\n"
+            f"images = sess.run(None, {{\"z\": z}})[0]  # (16, {C}, {S}, {S}) in [-1, 1]\n```\n")
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -256,12 +257,13 @@ def _check_out(out: Path, source: str | Path) -> None:
     names = sorted(p.name for p in out.iterdir())
     if not names:
         return
-    if not hub.marked(out):
-        marker = "its config.json has no dcgan-export marker" if (out / hub.CONFIG_FILE).exists() else "no config.json"
+    if not marked(out):
+        marker = "its config.json has no dcgan-export marker" if (out / CONFIG_FILE).exists() else "no config.json"
         raise DCGANError(f"--out {str(out)!r} is not empty and not an earlier export ({', '.join(names[:3])}"
                          f"{', ...' if len(names) > 3 else ''}: {marker}), so nothing was written to it; "
                          "pass a new or empty folder")
-    foreign = [n for n in names if n not in hub.EXPORT_FILES]
+    known = export_files()
+    foreign = [n for n in names if n not in known]
     if foreign or any(not (out / n).is_file() or (out / n).is_symlink() for n in names):
         what = foreign or [n for n in names if not (out / n).is_file() or (out / n).is_symlink()]
         raise DCGANError(f"--out {str(out)!r} is an earlier export that also holds {', '.join(what[:3])}, which "
@@ -289,7 +291,7 @@ def _clean_leftovers(out: Path) -> None:
 
 def _discard(folder: Path) -> None:
     """Delete a folder of ours: the files an export writes, then the folder if that empties it."""
-    for name in hub.EXPORT_FILES:
+    for name in export_files():
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             (folder / name).unlink()
     for tmp in folder.glob(".*.tmp*"):  # atomic_write's temp files of a killed export
@@ -337,31 +339,25 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 def _write(folder: Path, G: Generator, D: Discriminator | None, cfg: Config, facts: dict[str, Any],
-           formats: tuple[str, ...]) -> None:
-    hub.write_weights(folder, G, D, facts)
-    files = {WEIGHTS_FILE: "G's weights" + (" and D's (under `discriminator.`)" if D is not None else ""),
-             hub.CONFIG_FILE: "the architecture: G's constructor arguments",
-             hub.TRAINING_FILE: "the run's facts: training config, step, evaluation records, versions",
-             hub.SAMPLES_FILE: f"{CARD_SAMPLES} samples, noise seed {CARD_SEED}", hub.CARD_FILE: "this model card"}
-    for name in ("safetensors", *formats):
-        fmt = FORMATS[name]
-        if fmt.write is not None:
-            fmt.write(folder, G, cfg)
-        files.update(fmt.files)
+           formats: list[str]) -> None:
+    """Each format's files, the card's sample grid, the model card, then config.json (last)."""
+    for name in formats:
+        export_format(name).code("write")(folder, G, D, cfg, facts)
     # The card's sample grid: exactly what `dcgan sample --num 64 --seed 0` writes.
     z = noise(CARD_SAMPLES, cfg.model.nz, cfg.model.z_dist, CARD_SEED)
-    save_grid(generate(G, z), folder / hub.SAMPLES_FILE)
-    write_text(folder / hub.CARD_FILE, model_card(facts, files))
+    save_grid(generate(G, z), folder / SAMPLES_FILE)
+    write_text(folder / CARD_FILE, model_card(facts, formats, with_discriminator=D is not None))
     hub.write_config(folder, cfg, with_discriminator=D is not None, generator=facts.get("generator", "raw"))
 
 
 def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator: bool = False,
-                 formats: tuple[str, ...] = ("safetensors",), log: Callable[[str], Any] | None = None) -> Path:
+                 formats: tuple[str, ...] = (), log: Callable[[str], Any] | None = None) -> Path:
     """Write the export folder for a checkpoint (file or run directory: its best.pt if any, see
-    `pick_checkpoint`) or an earlier export; `log` gets the line saying which checkpoint."""
-    unknown = [f for f in formats if f not in FORMATS]
+    `pick_checkpoint`) or an earlier export, in the formats always written and `formats`
+    (`dcgan.formats.EXPORT_FORMATS`); `log` gets the line saying which checkpoint."""
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown:
-        raise DCGANError(f"--format {','.join(unknown)} is not supported; use {', '.join(FORMATS)}")
+        raise DCGANError(f"--format {','.join(unknown)} is not supported; use {', '.join(EXPORT_FORMATS)}")
     out = Path(out).expanduser()
     if out.is_symlink():  # write where it points (renaming over the link would replace the link)
         out = out.resolve()
@@ -382,7 +378,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, with_discriminator:
     _discard(tmp)
     tmp.mkdir()
     try:
-        _write(tmp, G, D if with_discriminator else None, cfg, facts, formats)
+        _write(tmp, G, D if with_discriminator else None, cfg, facts, to_write(formats))
         _check_out(out, checkpoint)  # still ours (nothing was added to it meanwhile)
         _move_into_place(tmp, out)
     finally:

@@ -26,12 +26,9 @@ from typing import Any
 
 from ..config import Config, from_dict
 from ..errors import CheckpointError, DCGANError
+from ..formats import CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, export_files
 
-WEIGHTS_FILE = "model.safetensors"  # the Hub's file name for safetensors weights
 D_PREFIX = "discriminator."  # D's tensors in an export's model.safetensors (G's have no prefix)
-CONFIG_FILE, TRAINING_FILE = "config.json", "training.json"
-CARD_FILE, SAMPLES_FILE, ONNX_FILE = "README.md", "samples.png", "model.onnx"
-EXPORT_FILES = (WEIGHTS_FILE, CONFIG_FILE, TRAINING_FILE, SAMPLES_FILE, CARD_FILE, ONNX_FILE)
 FORMAT = "dcgan-export"  # config.json's marker: the folder was written by `dcgan export`
 FORMAT_VERSION = 1
 MAX_CONFIG_BYTES = 1_000_000  # config.json is a few hundred bytes
@@ -237,7 +234,8 @@ def _check_listing(folder: Path, arch: dict[str, Any], where: Path, complete: bo
         raise CheckpointError(f"{str(where)!r} is format version {str(version)[:20]}, newer than this dcgan reads "
                               f"({FORMAT_VERSION}); upgrade dcgan or {REEXPORT}")
     listed = arch.get("files", [WEIGHTS_FILE])
-    if not isinstance(listed, list) or not all(isinstance(f, str) and f in EXPORT_FILES for f in listed):
+    known = export_files()  # the files of every registered format (`dcgan.formats`)
+    if not isinstance(listed, list) or not all(isinstance(f, str) and f in known for f in listed):
         raise _bad(where, "lists files that are not an export's")
     for name in listed if complete else [WEIGHTS_FILE]:
         if not (folder / name).is_file():
