@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import DCGANError
 from .evaluate import DEFAULT_CLF_METRICS, DEFAULT_SSL_METRICS, EVALUATIONS_FILE, MIN_IMAGES
-from .registry import metric_names
+from .registry import FEATURE_NETWORKS, metric_names
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -99,9 +99,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", help=f"comma-separated, any of {', '.join(metric_names())} (default: "
                                      f"{','.join(DEFAULT_CLF_METRICS)} for labelled datasets, else "
                                      f"{','.join(DEFAULT_SSL_METRICS)}: the self-supervised encoder, offline)")
-    p.add_argument("--features", choices=("classifier", "ssl", "inception"),
+    p.add_argument("--features", choices=FEATURE_NETWORKS.names(),
                    help="the network for generic names (fd/fid, kid, is, pr), and for the default metrics "
-                        "(default: the names say it)")
+                        "(default: the names say it); " + FEATURE_NETWORKS.help())
     p.add_argument("--num", type=int, default=10000, help="images generated from --checkpoint (default 10000)")
     p.add_argument("--split", default="test", help="real split to compare with (default test)")
     p.add_argument("--num-real", type=int, default=0, help="use only the first N real images (default 0: all)")

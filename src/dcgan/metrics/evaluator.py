@@ -1,6 +1,7 @@
 """Scoring a generator (or a set of images) against one real split, by the metric registry.
 
-Every score is named for its feature network, so the kinds never mix in a report:
+Every score is named for its feature network (`registry.FEATURE_NETWORKS`, built by
+`networks`), so the kinds never mix in a report:
     classifier (the project's own, see classifier.py): fd_clf, kid_clf, precision_clf /
         recall_clf, is_clf, coverage
     self-supervised encoder (no labels, no download, see ssl.py): fd_ssl, kid_ssl,
@@ -22,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..atomic import save_cache
@@ -32,38 +32,37 @@ from ..errors import DCGANError
 from ..pixels import to_uint8
 from ..sampling import generate, noise
 from . import registry
-from .classifier import TrainedClassifier, get_classifier
+from .classifier import TrainedClassifier
 from .compute import Features, RealStats, ScoreOptions
-from .inception import InceptionFeatures
+from .networks import FeatureNet, NetworkOptions, build
 from .ssl import DEFAULT_STEPS as SSL_STEPS
-from .ssl import TrainedEncoder, get_encoder
+from .ssl import TrainedEncoder
 
 log = logging.getLogger(__name__)
 
-# Generic names that --features maps onto one network.
-_C, _I, _S = registry.CLASSIFIER, registry.INCEPTION, registry.SSL
-GENERIC = {"fd": {_C: "fd_clf", _I: "fid", _S: "fd_ssl"}, "fid": {_C: "fd_clf", _I: "fid", _S: "fd_ssl"},
-           "kid": {_C: "kid_clf", _I: "kid", _S: "kid_ssl"}, "pr": {_C: "pr_clf", _I: "pr", _S: "pr_ssl"},
-           "is": {_C: "is_clf", _I: "is"}}
+# Generic names that --features maps onto that network's metric of the family (fid -> fd).
+GENERIC = {"fd": "fd", "fid": "fd", "kid": "kid", "pr": "pr", "is": "is"}
 KID_SUBSETS = ScoreOptions.kid_subsets
 PR_K = ScoreOptions.pr_k
 
 
 def resolve_metrics(names: list[str], features: str | None = None) -> list[str]:
     """Check metric names; with `features`, map generic names (fd/fid, kid, pr, is) to that network."""
-    if features is not None and features not in (_C, _I, _S):
-        raise DCGANError(f"unknown feature network {features!r}; use {_C}, {_S} or {_I}")
+    nets = registry.FEATURE_NETWORKS
+    if features is not None and features not in nets:
+        raise DCGANError(f"unknown feature network {features!r}; use any of {', '.join(nets)}")
     table = registry.METRICS
     out = []
     for name in names:
         name = name.strip().lower()
         if features is not None and name in GENERIC:
-            if features not in GENERIC[name]:
+            entry = nets.entry(features)
+            if GENERIC[name] not in entry.families:
                 raise DCGANError(f"there is no {name!r} on the {features} features (it needs class predictions); "
-                                 f"use any of {', '.join(n for n in GENERIC if features in GENERIC[n])}")
-            name = GENERIC[name][features]
+                                 f"use any of {', '.join(n for n in GENERIC if GENERIC[n] in entry.families)}")
+            name = entry.metric(GENERIC[name])
         elif name == "fd":
-            name = "fd_clf"
+            name = nets.entry(registry.CLASSIFIER).metric("fd")
         if name not in table:
             raise DCGANError(f"unknown metric {name!r}; use any of {', '.join(table)}")
         if features is not None and table[name].network != features:
@@ -123,45 +122,32 @@ class Evaluator:
         self.z_dist = z_dist
         self.device = torch.device(device)
         self.options = ScoreOptions(seed=seed, kid_subsets=kid_subsets)
-        nets = {m.network for m in self.metrics}
-        self.classifier = self.inception = self.encoder = None
-        if registry.SSL in nets:  # trained on the split G learns from (never on the split scored against)
-            self.encoder = encoder or get_encoder(data_cfg, split=data_cfg.split, seed=0, steps=ssl_steps,
-                                                  device=self.device)
-        if registry.CLASSIFIER in nets:
-            self.classifier = classifier or get_classifier(data_cfg, seed=0, epochs=classifier_epochs,
-                                                           device=self.device)
-        if registry.INCEPTION in nets:
-            self.inception = InceptionFeatures(inception_weights, self.device)
+        given = {k: v for k, v in ((registry.CLASSIFIER, classifier), (registry.SSL, encoder)) if v is not None}
+        options = NetworkOptions(self.device, classifier_epochs, ssl_steps, inception_weights, given)
+        used = {m.network for m in self.metrics}
+        # Built from the training data config (its subset, its split), in registry order.
+        self.nets: dict[str, FeatureNet] = {n: build(n, data_cfg, options)
+                                            for n in registry.FEATURE_NETWORKS if n in used}
         self._real: dict[str, RealStats] = {}
 
     @property
     def networks(self) -> dict[str, Callable[[torch.Tensor], Features]]:
         """The feature networks in use, by name: uint8 images -> Features."""
-        nets: dict[str, Callable[[torch.Tensor], Features]] = {}
-        if self.classifier is not None:
-            clf = self.classifier
-            nets[registry.CLASSIFIER] = lambda x: _features(clf(x), "features")
-        if self.encoder is not None:
-            enc = self.encoder
-            nets[registry.SSL] = lambda x: _features(enc(x), "features")
-        if self.inception is not None:
-            inc = self.inception
-            nets[registry.INCEPTION] = lambda x: _features(inc(x), "pool")
-        return nets
+        return {name: net.extract for name, net in self.nets.items()}
+
+    def _model(self, net: str) -> Any:
+        return self.nets[net].model if net in self.nets else None
+
+    classifier = property(lambda self: self._model(registry.CLASSIFIER))
+    encoder = property(lambda self: self._model(registry.SSL))
+    inception = property(lambda self: self._model(registry.INCEPTION))
 
     def net_name(self, net: str) -> str:
-        return {registry.CLASSIFIER: self.classifier, registry.SSL: self.encoder,
-                registry.INCEPTION: self.inception}[net].name
+        return self.nets[net].name
 
     def net_key(self, net: str) -> str:
-        """The network's name and, for the classifier and the encoder, a digest of its weights (a
-        retrained one keeps its name); Inception's name already holds its weights file's digest."""
-        if net == registry.CLASSIFIER:
-            return f"{self.classifier.name}-{self.classifier.digest}"
-        if net == registry.SSL:
-            return f"{self.encoder.name}-{self.encoder.digest}"
-        return self.inception.name
+        """The network's cache key: its name and, where retraining keeps the name, a weights digest."""
+        return self.nets[net].key
 
     def real(self, net: str) -> RealStats:
         """Features, Gaussian statistics and class shares of the real split (cached on disk)."""
@@ -181,7 +167,8 @@ class Evaluator:
         if stats is None:
             t = time.perf_counter()
             feats = self.networks[net](images)
-            k = feats.logits.shape[1] if net == registry.CLASSIFIER else None
+            labelled = registry.FEATURE_NETWORKS.entry(net).needs_labels  # its logits are the classes
+            k = feats.logits.shape[1] if labelled and feats.logits is not None else None
             stats = RealStats.from_features(feats.embedding, labels, k, source)
             save_cache(stats.to_blob(), path, "statistics")
             log.info("real statistics of %s (%d images, %s) in %.0f s, cached at %s", source, len(images),
@@ -196,8 +183,8 @@ class Evaluator:
             "split": self.split, "n_real": int(self.real(nets[0]).num), "n_gen": int(num_gen),
             "image_size": self.data_cfg.image_size,
         }
-        if self.classifier is not None:
-            out["clf_test_accuracy"] = round(float(self.classifier.info["test_accuracy"]), 4)
+        for net in self.nets.values():
+            out.update(net.protocol)
         return out
 
     def score_images(self, images: torch.Tensor) -> dict[str, Any]:
@@ -232,10 +219,6 @@ class Evaluator:
         scores["eval_seconds"] = round(time.perf_counter() - t, 1)
         log.info("eval at step %d: %s", step, format_scores(scores))
         return scores
-
-
-def _features(out: dict[str, np.ndarray], embedding: str) -> Features:
-    return Features(out[embedding], out.get("logits"))
 
 
 def build_evaluator(cfg: Config, device: torch.device | str) -> Evaluator:

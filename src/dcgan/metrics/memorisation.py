@@ -152,19 +152,18 @@ def memorisation_report(checkpoint: str | Path, out: str | Path, *, num: int = 1
     from ..pixels import to_uint8
     from ..sampling import generate, noise
     from . import registry
-    from .classifier import get_classifier
     from .evaluate import data_config
-    from .ssl import get_encoder
+    from .networks import NetworkOptions, build
 
     if num < 2 or num_show < 1:
         raise DCGANError(f"--num {num} must be >= 2 and --num-show {num_show} >= 1")
     dev = pick_device(device)
     G, _, cfg, ckpt = load_models(checkpoint, dev)
     data_cfg = data_config(cfg.data, **(data_overrides or {}))
-    if registry.default_network(data_cfg.name) == registry.CLASSIFIER:
-        clf: TrainedClassifier | TrainedEncoder = get_classifier(data_cfg, epochs=classifier_epochs, device=dev)
-    else:  # no class labels: the self-supervised encoder, trained on the same split as G
-        clf = get_encoder(data_cfg, split=data_cfg.split, steps=ssl_steps or cfg.eval.ssl_steps, device=dev)
+    # The dataset's offline feature network (the classifier, or without labels the encoder trained
+    # on the split G learns from), built as the evaluator builds it.
+    options = NetworkOptions(dev, classifier_epochs, ssl_steps or cfg.eval.ssl_steps)
+    clf: TrainedClassifier | TrainedEncoder = build(registry.default_network(data_cfg.name), data_cfg, options).model
     train = load_images(data_cfg, data_cfg.split)
     heldout = load_images(data_cfg, heldout_split).images[:num]
     z = noise(num, cfg.model.nz, cfg.model.z_dist, seed, dev)
