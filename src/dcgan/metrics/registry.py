@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..registry import Entry, Registry
+from ..tables import DATASETS
 
 CLASSIFIER, INCEPTION, SSL = "classifier", "inception", "ssl"
 LOWER, HIGHER = "lower", "higher"  # which way a score is better
@@ -197,8 +198,19 @@ FEATURE_NETWORKS.register(
 
 # --- the default metrics: chosen here, once, by whether the dataset has class labels --------------
 
-LABELLED = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")  # datasets with class labels
 AUTO = "auto"  # eval.metrics / eval.best left at the default: resolved by `default_metrics` / `default_best`
+
+
+def labelled(dataset: str) -> bool:
+    """Whether a dataset has class labels the classifier can learn: its `labelled` in
+    dcgan.tables.DATASETS (the choice of the default feature network rests on it)."""
+    return dataset in DATASETS and DATASETS.load(dataset).labelled
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LABELLED":  # the labelled datasets, read from the table at each use (so a registered one counts)
+        return tuple(n for n in DATASETS if labelled(n))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_network(dataset: str) -> str:
@@ -206,7 +218,7 @@ def default_network(dataset: str) -> str:
     and whose labels the dataset has (the classifier where there are class labels, else the
     self-supervised encoder; Inception only when asked for: it needs a download)."""
     for entry in map(FEATURE_NETWORKS.entry, FEATURE_NETWORKS):
-        if not entry.download and (dataset in LABELLED or not entry.needs_labels):
+        if not entry.download and (labelled(dataset) or not entry.needs_labels):
             return entry.name
     raise LookupError(f"no offline feature network fits {dataset!r}")
 
