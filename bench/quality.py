@@ -200,7 +200,7 @@ def step_cost(variant: str, steps: int = 30, warmup: int = 5) -> float:
     """Seconds per training image of a variant (32x32, batch 128, fp32, CPU), the median of `steps`
     training iterations after `warmup`, through the same step and EMA code the training loop uses."""
     from dcgan.data import Batches
-    from dcgan.train import build_state, build_step
+    from dcgan.loop import build_state, build_step
 
     cfg = load_config(variant, [*VARIANTS[variant], "data.subset=4096", "train.device=cpu",
                                 "train.precision=fp32"])

@@ -217,10 +217,11 @@ def test_a_run_records_precision_and_threads(tiny_cfg, tmp_path):
 
 def test_the_loop_warns_once_when_its_throughput_collapses(tiny_cfg, tmp_path, caplog, monkeypatch):
     """The detector is fed the loop's log windows: here windows 4-6 report 10x fewer images/s."""
+    import dcgan.loop as loop_mod
     import dcgan.train as train_mod
 
     flushed = []
-    real_flush = train_mod.LogWindow.flush
+    real_flush = loop_mod.LogWindow.flush
 
     def flush(self, step, images_per_step, info):
         rec = real_flush(self, step, images_per_step, info)
@@ -229,12 +230,12 @@ def test_the_loop_warns_once_when_its_throughput_collapses(tiny_cfg, tmp_path, c
             rec["images_per_s"] = 10.0 if 4 <= len(flushed) <= 6 else 100.0
         return rec
 
-    monkeypatch.setattr(train_mod.LogWindow, "flush", flush)
+    monkeypatch.setattr(loop_mod.LogWindow, "flush", flush)
     cfg = tiny_cfg(train={"max_steps": 16, "log_every": 2, "sample_every": 1000, "checkpoint_every": 0,
                           "threads": 2})
     before = torch.get_num_threads()
     try:
-        with caplog.at_level(logging.WARNING, logger="dcgan.train"):
+        with caplog.at_level(logging.WARNING, logger="dcgan.loop"):
             run = train_mod.train(cfg, run_dir=tmp_path / "r").run_dir
     finally:
         torch.set_num_threads(before)

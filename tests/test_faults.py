@@ -234,17 +234,17 @@ def test_corrupt_data_cache_is_decoded_again(tmp_path, synthetic_root, cache_dir
 def test_config_replaced_mid_run_changes_nothing(tmp_path, synthetic_root, cache_dir, capsys, monkeypatch):
     """The config is read once: a file replaced during the run does not change it, and
     RUN/config.yaml records what ran."""
-    import dcgan.train as train_mod
+    import dcgan.loop as loop_mod
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump({"model": {"ngf": 8}}))
-    real = train_mod.save_samples
+    real = loop_mod.save_samples
 
     def replace_then_save(state, run_dir):
         cfg_file.write_text("model: [broken\n")
         return real(state, run_dir)
 
-    monkeypatch.setattr(train_mod, "save_samples", replace_then_save)
+    monkeypatch.setattr(loop_mod, "save_samples", replace_then_save)
     argv = train_argv(synthetic_root, cache_dir) + ["--config", str(cfg_file), "--run-dir", str(tmp_path / "r")]
     assert run_cli(argv, capsys).rc == 0
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["model"]["ngf"] == 8

@@ -1,5 +1,6 @@
-"""The shape of the code: imports run one way (no cycles, even through function-level imports),
-no function is longer than 120 lines, and `dcgan --help` does not import torch."""
+"""The shape of the code: imports run one way down the layers (no cycles, even through
+function-level imports), no function is longer than 60 lines, and `dcgan --help` does not import
+torch."""
 
 from __future__ import annotations
 
@@ -61,13 +62,54 @@ def test_no_import_cycles():
     assert not cycles, [" -> ".join(c) for c in cycles]
 
 
-def test_no_function_over_120_lines():
+def test_no_function_over_60_lines():
     long = []
     for name, p in _modules().items():
         for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 120:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not long, long
+
+
+# The layers, bottom to top (issue #18): CLI -> experiments/share/metrics (and the train command)
+# -> loop -> step/sampling -> models/data -> config. A module imports from its own layer and the
+# ones below, never above. The bottom layer also holds the torch-free tables that config
+# validation reads (the metric and export-format tables among them) and the helpers everything
+# uses (errors, atomic writes, devices, process groups, pixel ranges).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("config", ("errors", "registry", "tables", "formats", "metrics.registry", "safe_yaml", "atomic", "pixels",
+                "schedule", "config", "devices", "distributed", "paper.constants")),
+    ("models/data", ("models", "data", "datasets", "prepared", "augment", "checkpoint")),
+    ("step/sampling", ("gan", "losses", "ema", "sampling", "latent")),
+    ("loop", ("loop", "runs", "runlog", "plots")),
+    ("experiments/share/metrics", ("train", "prepare", "paper", "share", "metrics")),
+    ("CLI", ("cli", "__main__", "paper.cli", "share.cli", "metrics.cli")),
+]
+
+
+def _layer(module: str) -> int:
+    """The layer of a dcgan module: the most specific (longest) name in LAYERS that covers it."""
+    rel = module.removeprefix("dcgan.")
+    best = max(((len(n), i) for i, (_, names) in enumerate(LAYERS) for n in names
+                if rel == n or rel.startswith(n + ".")), default=None)
+    assert best is not None, f"{module} is in no layer of tests/test_layout.py's LAYERS: place it"
+    return best[1]
+
+
+def test_imports_run_one_way_down_the_layers():
+    upward = []
+    for m, targets in _imports(_modules()).items():
+        if m == "dcgan":  # the package's lazy `dcgan.Generator` re-export
+            continue
+        for t in sorted(targets - {"dcgan"}):  # `from . import __version__` reads a constant
+            if _layer(t) > _layer(m):
+                upward.append(f"{m} ({LAYERS[_layer(m)][0]}) -> {t} ({LAYERS[_layer(t)][0]})")
+    assert not upward, upward
+
+
+def test_checkpoint_and_models_import_nothing_from_share():
+    edges = _imports(_modules())
+    assert not [t for m in ("dcgan.checkpoint", "dcgan.models") for t in edges[m] if t.startswith("dcgan.share")]
 
 
 def test_help_does_not_import_torch():

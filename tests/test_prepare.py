@@ -346,7 +346,7 @@ def test_torchrun_two_ranks_on_a_prepared_dataset_resume_exactly(folder, tmp_pat
     for name, extra in (("straight", {}), ("killed", {"DCGAN_TEST_KILL_RANK_AT_STEP": "1:4"})):
         dumps[name] = tmp_path / f"dump-{name}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", "1", "-m", "dcgan", "train", "--config", str(config),
+               "--max-restarts", "1", str(Path(__file__).with_name("fault_entry.py")), "train", "--config", str(config),
                "--run-dir", str(tmp_path / f"run-{name}")]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DCGAN_TEST_", "TORCHELASTIC_"))
                and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}

@@ -261,7 +261,7 @@ def test_recomputed_bn_statistics_match_the_batches_of_z():
 
 
 def test_resume_is_exact_with_every_new_option(tiny_cfg, tmp_path, monkeypatch):
-    from dcgan import train as train_mod
+    from dcgan import loop as loop_mod
 
     opts = {"loss": "rpgan", "r1_gamma": 0.5, "r2_gamma": 0.2, "reg_every": 3, "lr_schedule": "cosine",
             "lr_warmup": 2, "ema_kimg": 0.1, "ema_rampup": 0.05, "augment": ["translation"]}
@@ -274,12 +274,12 @@ def test_resume_is_exact_with_every_new_option(tiny_cfg, tmp_path, monkeypatch):
         calls["n"] += 1
         return real_call(self, *args)
 
-    class StopAfterFive(train_mod.StopFlag):
+    class StopAfterFive(loop_mod.StopFlag):
         requested = property(lambda self: calls["n"] >= 5, lambda self, v: None)
 
     with monkeypatch.context() as m:
         m.setattr(GANStep, "__call__", counted)
-        m.setattr(train_mod, "StopFlag", StopAfterFive)
+        m.setattr(loop_mod, "StopFlag", StopAfterFive)
         assert train(tiny_cfg(train=opts), run_dir=tmp_path / "b").step == 5
     assert train(resume=tmp_path / "b").step == 8
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")

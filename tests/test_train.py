@@ -9,8 +9,9 @@ import torch
 
 from dcgan.checkpoint import load_checkpoint, load_models, save_checkpoint
 from dcgan.errors import CheckpointError, DCGANError
+from dcgan.loop import TrainingDiverged
 from dcgan.runlog import read_metrics
-from dcgan.train import TrainingDiverged, train
+from dcgan.train import train
 
 
 def states_equal(a: dict, b: dict) -> bool:
@@ -129,9 +130,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monke
 
 
 def test_stop_request_saves_at_step_boundary(tiny_cfg, tmp_path, monkeypatch):
-    from dcgan import train as train_mod
+    from dcgan import loop as loop_mod
 
-    class StopAfterThree(train_mod.StopFlag):
+    class StopAfterThree(loop_mod.StopFlag):
         def __enter__(self):
             self.count = 0
             return self
@@ -145,7 +146,7 @@ def test_stop_request_saves_at_step_boundary(tiny_cfg, tmp_path, monkeypatch):
         def requested(self, v):
             pass
 
-    monkeypatch.setattr(train_mod, "StopFlag", StopAfterThree)
+    monkeypatch.setattr(loop_mod, "StopFlag", StopAfterThree)
     result = train(tiny_cfg(train={"max_steps": 100}), run_dir=tmp_path / "r")
     assert result.status == "interrupted" and 0 < result.step < 100
     assert load_checkpoint(tmp_path / "r")["step"] == result.step

@@ -1,9 +1,11 @@
 """dcgan: the DCGAN paper (Radford, Metz, Chintala 2016), reproduced in PyTorch.
 
-Layers, as in the paper: `models` (G and D, §3), `gan` (losses and one training iteration),
-`train` (the loop, run directories, checkpoints), `data`, `sampling`, `share` (export, the
-explorer), and the CLI in `cli`. Importing the package does nothing but define these:
-`from dcgan import Generator` imports torch only when asked for.
+Layers, bottom to top (tests/test_layout.py holds the imports to them): `config` and the
+tables (`tables`, `formats`, `metrics.registry`); `models` (G and D, §3) and `data`; `gan`
+and `losses` (one training iteration), `sampling` and `latent` (walks, arithmetic, Fig. 7);
+`loop` (the training loop); `train` (the command around it), `metrics`, `paper` (the
+experiments) and `share` (export, the explorer); and the CLI in `cli`. Importing the package
+does nothing but define these: `from dcgan import Generator` imports torch only when asked for.
 """
 
 from __future__ import annotations

@@ -8,22 +8,20 @@ Environment variables read here (all optional):
                             (default 1800); bounds how long survivors wait when a rank hangs
     DCGAN_DIST_SLOW_TIMEOUT seconds the other ranks wait while rank 0 does slow one-off work
                             (decoding the dataset, evaluating samples); default 6 hours
-    DCGAN_TEST_KILL_RANK_AT_STEP  "RANK:STEP": that rank exits abruptly (os._exit(17)) before
-                            STEP; a fault-injection hook for the tests, read once per run and
-                            ignored after a torchrun restart
-    DCGAN_TEST_DUMP_DIR     each rank writes rank<R>.json there at the end of training: checksums
-                            of its weights and fingerprints of the real images it saw (tests only)
+
+The loop sees the process group only through `Processes`: on one process each of its methods is
+the plain operation (no collective, no wrapper), so the loop has no branch on whether DDP is on.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,6 +191,54 @@ def peer_lost(e: BaseException, info: DistInfo, where: str, resume_hint: str) ->
                     f"{where} ({reason}); see the first failing rank's output for the cause; {resume_hint}")
 
 
+@dataclass(frozen=True)
+class Processes:
+    """The run's processes as the loop sees them. With one process every method is the plain
+    operation: `mean` and `any` return their input, `wrap` returns the module, `on_main` just
+    runs the work, and `guard` lets errors through unchanged."""
+
+    info: DistInfo
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        return all_mean(t, self.info)
+
+    def any(self, flag: bool) -> bool:
+        return any_rank(flag, self.info, self.device)
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        return wait_for_main(self.info, work)
+
+    def in_turn(self, work: Callable[[], T]) -> T:
+        return in_turn(self.info, work)
+
+    def broadcast(self, obj: T) -> T:
+        return broadcast_object(obj, self.info)
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """DDP around `module` when there are several processes (gradients all-reduced in backward)."""
+        if not self.info.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    @contextmanager
+    def guard(self, where: Callable[[], str], hint: Callable[[], str]) -> Iterator[None]:
+        """A collective that fails because a peer died becomes one `PeerLost` line, saying where
+        (`where()`, e.g. the step) and what to do (`hint()`); other errors pass unchanged."""
+        try:
+            yield
+        except Exception as e:
+            if self.info.enabled and is_comm_failure(e):
+                raise peer_lost(e, self.info, where(), hint()) from None
+            raise
+
+
 # --- torchrun restarts -------------------------------------------------------------------------
 
 
@@ -235,58 +281,6 @@ def restarted_run_dir(run_dir: str | Path | None, runs_root: str | Path) -> Path
     root = Path(runs_root)
     found = [p for p in root.iterdir() if p.is_dir() and _launched_here(p, run_id)] if root.is_dir() else []
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-# --- test hooks --------------------------------------------------------------------------------
-
-
-@dataclass
-class FaultHooks:
-    """Fault injection and end-of-run dumps for the tests; inert unless their env vars are set."""
-
-    kill_rank: int | None = None
-    kill_step: int | None = None
-    dump_dir: Path | None = None
-    seen: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_env(cls) -> FaultHooks | None:
-        """The hooks the DCGAN_TEST_* variables ask for, or None (the normal case)."""
-        hooks = cls()
-        kill = os.environ.get("DCGAN_TEST_KILL_RANK_AT_STEP")
-        if kill and restart_count() == 0:  # a torchrun restart runs clean
-            rank, step = kill.split(":")
-            hooks.kill_rank, hooks.kill_step = int(rank), int(step)
-        dump = os.environ.get("DCGAN_TEST_DUMP_DIR")
-        hooks.dump_dir = Path(dump) if dump else None
-        return hooks if hooks.kill_step is not None or hooks.dump_dir is not None else None
-
-    def maybe_die(self, rank: int, step: int) -> None:
-        if self.kill_step is not None and (rank, step) == (self.kill_rank, self.kill_step):
-            os._exit(17)  # no clean-up, as if the process had been killed
-
-    def record(self, batch: torch.Tensor) -> None:
-        if self.dump_dir is not None:
-            for img in batch.cpu():
-                self.seen.append(hashlib.sha1(img.numpy().tobytes()).hexdigest()[:16])
-
-    def dump(self, rank: int, step: int, modules: dict[str, torch.nn.Module]) -> None:
-        if self.dump_dir is None:
-            return
-        sums = {}
-        for name, m in modules.items():
-            h = hashlib.sha1()
-            for k, v in m.state_dict().items():
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            sums[name] = h.hexdigest()
-            h = hashlib.sha1()
-            for p in m.parameters():
-                h.update(p.detach().cpu().contiguous().numpy().tobytes())
-            sums[name + "_params"] = h.hexdigest()
-        self.dump_dir.mkdir(parents=True, exist_ok=True)
-        (self.dump_dir / f"rank{rank}.json").write_text(
-            json.dumps({"rank": rank, "step": step, "checksums": sums, "seen": self.seen}))
 
 
 # --- launching on one machine ------------------------------------------------------------------
