@@ -107,6 +107,7 @@ def main() -> None:
 
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
                "python": platform.python_version(), "load_before": os.getloadavg(), "n": args.n,
+               "threads": args.threads, "concurrency": args.concurrency,
                "command": "python bench/bench_serve.py " + " ".join(sys.argv[1:]), "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +33,81 @@ def test_quality_doc_results_are_rendered_from_the_committed_json():
     out, rel_doc = Path("bench/results-quality-5k"), Path("docs/quality.md")
     rendered = quality.render(data, 5000, out, rel_doc, root=ROOT)
     assert section == rendered.strip(), "run: python bench/quality.py --report docs/quality.md --steps 5000"
+
+
+# --- every other table of numbers: bench/render_docs.py ----------------------------------------------
+
+
+
+def _load_registered(name: str):
+    """A bench script as a module registered in sys.modules (its dataclasses look themselves up there)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+RENDER_DOCS = _load_registered("render_docs")
+
+
+def _table_ids(tables) -> list[str]:
+    return [f"{t.name}@{doc}" for t in tables for doc in t.docs]
+
+
+@pytest.mark.parametrize("table,doc", [(t, doc) for t in RENDER_DOCS.TABLES for doc in t.docs],
+                         ids=_table_ids(RENDER_DOCS.TABLES))
+def test_doc_table_is_rendered_from_its_committed_results(table, doc):
+    for results in table.results:
+        assert (ROOT / results).is_file(), f"{results} (the results behind {table.name}) is not in the tree"
+    section = RENDER_DOCS.section((ROOT / doc).read_text(), table.name)
+    assert section is not None, f"{doc} has no {table.name} markers"
+    assert section == table.markdown(ROOT), f"{doc}: {table.name} is stale; run: python bench/render_docs.py"
+    assert table.command in section  # the command that wrote the results file stands next to the table
+
+
+def test_each_marker_in_the_docs_has_a_table():
+    """A marked section nobody renders would go stale unseen."""
+    known = {t.name for t in RENDER_DOCS.TABLES} | {"quality-results"}
+    docs = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for doc in docs:
+        for name in re.findall(r"<!-- ([\w-]+):begin -->", doc.read_text()):
+            assert name in known, f"{doc.name}: {name} has no renderer in bench/render_docs.py"
+
+
+def test_the_renderer_rewrites_a_stale_table(tmp_path):
+    table = RENDER_DOCS.TABLES[0]
+    stale = f"intro\n{RENDER_DOCS.begin(table.name)}\n| old | numbers |\n{RENDER_DOCS.end(table.name)}\nafter\n"
+    fresh = RENDER_DOCS.replace(stale, table.name, table.markdown(ROOT))
+    assert RENDER_DOCS.section(fresh, table.name) == table.markdown(ROOT)
+    assert fresh.startswith("intro\n") and fresh.endswith("\nafter\n")
+
+
+@pytest.mark.parametrize("table", RENDER_DOCS.PENDING, ids=[t.name for t in RENDER_DOCS.PENDING])
+def test_pending_tables_are_not_yet_backed_and_name_their_command(table):
+    """A table whose results are still to be measured (on a quiet machine) has no markers yet; once its
+    file is committed it must move to TABLES (this test then fails as a reminder)."""
+    assert table.command
+    missing = [r for r in table.results if not (ROOT / r).is_file()]
+    assert missing, f"{table.name}: its results are committed now; move it to TABLES and mark the doc"
+
+
+def test_pending_renderers_render_the_shape_their_scripts_write():
+    """The renderers waiting for quiet-machine results, on results of the scripts' shape (the numbers
+    here are made up for the test and never reach a doc)."""
+    cpu = json.loads((ROOT / "bench" / "results-cpu.json").read_text())
+    compiled = json.loads((ROOT / "bench" / "results-cpu-compile.json").read_text())
+    assert RENDER_DOCS.render_compile(cpu, compiled).count("\n") == 1 + len(compiled["rows"])
+    both = {"rows": [{**r, "channels_last": cl} for r in compiled["rows"] for cl in (False, True)]}
+    both["rows"][0]["impl"] = both["rows"][1]["impl"] = "dcgan"
+    assert RENDER_DOCS.render_channels_last(both).startswith("| size | ch | dcgan, contiguous")
+    run = [{"kind": "train", "step": 2, "images_per_s": 10.0}, {"kind": "eval", "step": 2, "fd_clf": 5.0},
+           {"kind": "eval", "step": 4, "fd_clf": 3.0}]
+    precision = RENDER_DOCS.render_precision(cpu, run)
+    assert "| 10 | 3.00 (step 4) |" in precision and "not run" in precision
+    ddp = {"runs": {"a": [1.0, 2.0], "b": [3.0]}, "machine": {"load_avg_start": [1, 1, 1], "load_avg_end": [2, 2, 2]}}
+    assert "| a | 1.0, 2.0 |" in RENDER_DOCS.render_ddp(ddp)
+    phase = {"requests": 10, "errors": 0, "p50_ms": 57.0, "p99_ms": 65.0, "throughput_rps": 23.2}
+    serve = {"load_before": [2.5, 0, 0], "load_after": [3.3, 0, 0], "threads": 1,
+             "sizes": {"32": {"sequential": phase, "load": phase}}}
+    assert "| 32, `--threads 1` | 2.5 / 3.3 | 57 ms | 65 ms |" in RENDER_DOCS.render_serve(serve)

@@ -1,0 +1,343 @@
+"""Render the docs' tables of numbers from the committed results files.
+
+Each table lives in a doc between `<!-- NAME:begin -->` and `<!-- NAME:end -->` and is rendered
+here from one committed results file, with the command that produced that file written under
+it. `tests/test_docs_results.py` re-renders every table and fails when a doc differs.
+
+    .venv/bin/python bench/render_docs.py            # rewrite every table in place
+    .venv/bin/python bench/render_docs.py --check    # exit 1 if a doc differs from its results
+    .venv/bin/python bench/render_docs.py --print bench-cpu   # one table, to stdout
+
+Adding a table: write a render function (results dict -> markdown) and one `Table` in TABLES.
+docs/quality.md has its own renderer (`bench/quality.py --report`).
+
+Tables whose results are not committed yet (timing benchmarks that need a quiet machine) are in
+PENDING, with the command that writes their results file; their renderers are ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def begin(name: str) -> str:
+    return f"<!-- {name}:begin -->"
+
+
+def end(name: str) -> str:
+    return f"<!-- {name}:end -->"
+
+
+def _load_bench(name: str):
+    """A sibling script as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read(path: Path):
+    """A results file: JSON, or JSON lines (a run's metrics.jsonl) as a list of records."""
+    text = path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return f"{x:,.{digits}f}"
+
+
+# --- BENCHMARKS.md: training throughput (bench_train.py) ----------------------------------------------
+
+
+def render_throughput(res: dict) -> str:
+    """The CPU throughput table: the plain (examples-style) loop against dcgan's step, per size."""
+    m = res["machine"]
+    roof, mm = m["roofline_tflops"]["fp32"] * 1000, m["matmul_tflops"]["fp32"] * 1000  # GFLOP/s
+    rows = res["rows"]
+    out = [f"| size | ch | GFLOP/img | plain (examples-style) img/s | dcgan img/s | speed-up | "
+           f"dcgan, % of roofline ({roof:.0f}) | % of matmul ({mm:.0f}) | data ms/batch |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["impl"] != "dcgan":
+            continue
+        plain = next((p for p in rows if p["impl"].startswith("plain") and (p["size"], p["channels"], p["batch"])
+                      == (r["size"], r["channels"], r["batch"])), None)
+        ips, gflop = r["images_per_s"], r["gflop_per_image"]
+        speedup = f"{ips / plain['images_per_s']:.2f}x" if plain else "-"
+        out.append(f"| {r['size']} | {r['channels']} | {gflop:.3f} | "
+                   f"{_num(plain['images_per_s']) if plain else '-'} | **{_num(ips)}** | {speedup} | "
+                   f"{100 * r['roofline_fraction']:.1f}% | {100 * ips * gflop / mm:.0f}% | "
+                   f"{r['data_ms_per_batch']:.2f} |")
+    return "\n".join(out)
+
+
+def render_compile(eager: dict, compiled: dict) -> str:
+    """Eager against `--compile`, per size (two bench_train.py results files of the same settings)."""
+    out = ["| size | eager img/s | `--compile` img/s | compiled / eager |", "|---:|---:|---:|---:|"]
+    for c in compiled["rows"]:
+        e = next(r for r in eager["rows"] if r["impl"] == "dcgan" and (r["size"], r["channels"], r["batch"])
+                 == (c["size"], c["channels"], c["batch"]))
+        out.append(f"| {c['size']} | {_num(e['images_per_s'])} | {_num(c['images_per_s'])} | "
+                   f"{c['images_per_s'] / e['images_per_s']:.2f}x |")
+    return "\n".join(out)
+
+
+def render_channels_last(res: dict) -> str:
+    """dcgan's step in contiguous (NCHW) against channels_last memory, per size (`--channels-last both`)."""
+    out = ["| size | ch | dcgan, contiguous (NCHW) img/s | dcgan, channels_last img/s |", "|---:|---:|---:|---:|"]
+    rows = [r for r in res["rows"] if r["impl"] == "dcgan"]
+    for key in dict.fromkeys((r["size"], r["channels"], r["batch"]) for r in rows):
+        ips = {r["channels_last"]: r["images_per_s"] for r in rows if (r["size"], r["channels"], r["batch"]) == key}
+        out.append(f"| {key[0]} | {key[1]} | {_num(ips[False])} | {_num(ips[True])} |")
+    return "\n".join(out)
+
+
+# --- BENCHMARKS.md: the data path (bench_data.py) -----------------------------------------------------
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def render_data(res: dict) -> str:
+    """Prepared dataset against a streamed image folder, one table per measured size."""
+    s = res["settings"]
+    out = []
+    for size, r in res["sizes"].items():
+        pre, p, f = r["prepare"], r["prepared"], r["folder_streamed"]
+        mem = [x["train"]["memory_after_steps"] for x in (p, f)]
+        check = r["folder_startup_check_before"]
+        out += [
+            f"| {int(size):,} images, {s['image_size']} px {'RGB' if s['channels'] == 3 else 'grey'} | prepared | "
+            f"folder, streamed (\"before\") |",
+            "|---|---|---|",
+            f"| prepare: images/s (wall, with start-up / decoding only) | {pre['images_per_s']} / "
+            f"{pre['images_per_s_decoding']} | - |",
+            f"| disk | {_mb(pre['prepared_bytes'])} (`images.npy`) vs {_mb(pre['jpeg_bytes'])} of JPEGs | "
+            f"{_mb(pre['jpeg_bytes'])} |",
+            f"| data path alone, images/s | {_num(p['data_alone']['images_per_s'], 0)} "
+            f"({p['data_alone']['workers']} workers) | {_num(f['data_alone']['images_per_s'], 0)} "
+            f"({f['data_alone']['workers']} workers) |",
+            f"| `dcgan train`: start to end of first step | {p['train']['first_step_s']} s | "
+            f"{f['train']['first_step_s']} s |",
+            f"| `dcgan train`: images/s (batch {s['batch_size']}) | {p['train']['train_images_per_s']} | "
+            f"{f['train']['train_images_per_s']} |",
+            f"| memory after {p['train']['steps']} steps: RssAnon / RssFile | {mem[0]['rss_anon'] / 1e6:.0f} / "
+            f"{mem[0]['rss_file'] / 1e6:.0f} MB | {mem[1]['rss_anon'] / 1e6:.0f} / {mem[1]['rss_file'] / 1e6:.0f} MB |",
+            f"| start-up check that a streamed folder no longer does | - | {check['open_every_file_s']} s to open "
+            f"all {check['files']:,} files (listing: {check['listing_s']} s) |",
+            "",
+        ]
+    load = res["machine"]
+    out.append(f"Load average (1 min) at the start / end: {load['load_avg_start'][0]:.1f} / "
+               f"{load['load_avg_end'][0]:.1f} on {load['cpus']} CPUs.")
+    return "\n".join(out)
+
+
+# --- README.md and docs/paper.md: D's features against the baselines (dcgan paper report) ------------
+
+METHODS = (("dcgan", "trained D"), ("pixels", "raw pixels"), ("kmeans", "K-means"), ("random_d", "same D, random init"))
+
+
+def render_paper_features(res: dict) -> str:
+    """Test accuracy of the linear SVM on each method's features, full and few labels (§5.1)."""
+    feats = res["features"]
+    rows = {(r["method"], r["mode"]): r for r in feats["rows"]}
+    dims = {m: next(r["dims"] for r in feats["rows"] if r["method"] == m) for m, _ in METHODS}
+    out = ["| test accuracy | " + " | ".join(f"{label} ({dims[m]} dims)" for m, label in METHODS) + " |",
+           "|---|" + "---:|" * len(METHODS)]
+    for mode in ("full", "few"):
+        first = rows[(METHODS[0][0], mode)]
+        label = (f"{first['num_labels']:,} labels" if mode == "full"
+                 else f"{first['num_labels']:,} labels ({feats['options']['draws']} draws)")
+        cells = []
+        for m, _ in METHODS:
+            r = rows[(m, mode)]
+            cell = f"{100 * r['accuracy']:.2f}%" + (f" +- {100 * r['std']:.2f}" if mode == "few" else "")
+            cells.append(f"**{cell}**" if m == "dcgan" else cell)
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# --- docs/evaluation.md: the self-supervised encoder against the classifier (validate_ssl.py) ----------
+
+
+def render_ssl(res: dict) -> str:
+    return _load_bench("validate_ssl").render(res)
+
+
+# --- docs/reliability.md: the hostile pass (hostile_pass.py) -----------------------------------------
+
+
+def render_hostile(res: dict) -> str:
+    """Cases and outcomes per surface."""
+    outcomes = sorted({o for counts in res["by_surface"].values() for o in counts}, key=lambda o: o != "clean")
+    out = ["| surface | cases | " + " | ".join(outcomes) + " |", "|---|---:|" + "---:|" * len(outcomes)]
+    for surface, counts in res["by_surface"].items():
+        out.append(f"| {surface} | {sum(counts.values())} | " + " | ".join(str(counts.get(o, 0)) for o in outcomes)
+                   + " |")
+    out.append(f"| **total** | **{res['cases']}** | "
+               + " | ".join(f"**{res['outcomes'].get(o, 0)}**" for o in outcomes) + " |")
+    out += ["", f"torch {res['torch']}; {res['case_seconds']:,} s of cases."]
+    return "\n".join(out)
+
+
+# --- BENCHMARKS.md: precision, data-parallel and the explorer (timings, still to be committed) ---------
+
+
+def render_precision(bench: dict, *runs: list[dict]) -> str:
+    """Step throughput per precision (bench_train.py) and, per `make demo` run (its metrics.jsonl, in
+    the order of `bench`'s precisions), the mean images/s and the best fd_clf."""
+    out = ["| precision | step img/s (`bench_train.py`) | whole `make demo` run, mean img/s | best fd_clf (step) |",
+           "|---|---:|---:|---:|"]
+    rows = [r for r in bench["rows"] if r["impl"] == "dcgan"]
+    for i, r in enumerate(rows):
+        train = [x for x in runs[i] if x.get("kind") == "train"] if i < len(runs) else []
+        evals = [x for x in runs[i] if x.get("kind") == "eval" and "fd_clf" in x] if i < len(runs) else []
+        mean = f"{sum(x['images_per_s'] for x in train) / len(train):.0f}" if train else "not run"
+        best = min(evals, key=lambda x: x["fd_clf"]) if evals else None
+        score = f"{best['fd_clf']:.2f} (step {best['step']})" if best else "not run"
+        out.append(f"| {r['precision']} | {r['images_per_s']:.0f} | {mean} | {score} |")
+    return "\n".join(out)
+
+
+def render_ddp(res: dict) -> str:
+    """Images/s of each data-parallel setup, every run (bench_ddp.py)."""
+    n = max(len(v) for v in res["runs"].values())
+    out = [f"| setup | images/s ({n} runs) |", "|---|---|"]
+    out += [f"| {setup} | {', '.join(f'{x:.1f}' for x in runs)} |" for setup, runs in res["runs"].items()]
+    m = res["machine"]
+    out += ["", f"Load average (1 min) at the start / end: {m['load_avg_start'][0]:.1f} / {m['load_avg_end'][0]:.1f}."]
+    return "\n".join(out)
+
+
+def render_serve(*results: dict) -> str:
+    """Latency of a 64-sample grid, one row per size of each bench_serve.py results file."""
+    out = ["| size | load avg (1 min) before / after | one at a time p50 | p99 | "
+           f"{results[0].get('concurrency', 16)} at a time p50 | p99 | grids/s under load | errors |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for res in results:
+        load = f"{res['load_before'][0]:.1f} / {res['load_after'][0]:.1f}"
+        threads = f", `--threads {res['threads']}`" if res.get("threads") else ""
+        for size, r in res["sizes"].items():
+            seq, busy = r["sequential"], r["load"]
+            total = seq["requests"] + busy["requests"] + 5  # and the 5 warm-up requests
+            out.append(f"| {size}{threads} | {load} | {seq['p50_ms']:,.0f} ms | {seq['p99_ms']:,.0f} ms | "
+                       f"{busy['p50_ms']:,.0f} ms | {busy['p99_ms']:,.0f} ms | {busy['throughput_rps']} | "
+                       f"{seq['errors'] + busy['errors']} / {total} |")
+    return "\n".join(out)
+
+
+# --- the table of tables -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the marker name
+    docs: tuple[str, ...]  # where it appears (repository-relative)
+    results: tuple[str, ...]  # the committed results file(s) it is rendered from
+    render: Callable[..., str]  # results dict(s) -> markdown
+    command: str  # what wrote the results file
+
+    def markdown(self, root: Path = REPO) -> str:
+        data = [_read(root / r) for r in self.results]
+        files = " and ".join(f"`{r}`" for r in self.results)
+        return (f"{self.render(*data)}\n\n<sub>Rendered by `bench/render_docs.py` from {files}, written by "
+                f"`{self.command}`.</sub>")
+
+
+TABLES = (
+    Table("bench-cpu", ("BENCHMARKS.md",), ("bench/results-cpu.json",), render_throughput,
+          ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 1 --batch-sizes 128 --steps 10 "
+          "--warmup 2 --out bench/results-cpu.json"),
+    Table("bench-data", ("BENCHMARKS.md",), ("bench/results-data.json",), render_data,
+          "python bench/bench_data.py --sizes 2000 5000 --steps 30 --batch-size 16 --alone-seconds 10 "
+          "--work /tmp/dcgan-bench-data --out bench/results-data.json"),
+    Table("paper-features", ("README.md", "docs/paper.md"), ("docs/paper_report/results.json",),
+          render_paper_features,
+          "dcgan paper report --checkpoint /tmp/paper-ref/checkpoints/last.pt --out docs/paper_report"),
+    Table("ssl-validation", ("docs/evaluation.md",), ("bench/results-ssl.json",), render_ssl,
+          ".venv/bin/python bench/validate_ssl.py"),
+    Table("hostile-pass", ("docs/reliability.md",), ("bench/results-hostile-2.json",), render_hostile,
+          "OMP_NUM_THREADS=1 .venv/bin/python bench/hostile_pass.py"),
+)
+
+# Renderer ready, results file not committed: run the command (on a quiet machine for timings), commit
+# the file, then move the entry to TABLES and put its markers in the doc.
+PENDING = (
+    Table("bench-channels-last", ("BENCHMARKS.md",), ("bench/results-cpu-channels-last.json",), render_channels_last,
+          ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 1 --batch-sizes 128 --channels-last both "
+          "--no-plain --out bench/results-cpu-channels-last.json"),
+    Table("bench-compile", ("BENCHMARKS.md",), ("bench/results-cpu-eager.json", "bench/results-cpu-compile.json"),
+          render_compile,
+          ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 --batch-sizes 128 --steps 10 "
+          "--warmup 2 --no-plain --out bench/results-cpu-eager.json (then the --compile run of BENCHMARKS.md)"),
+    Table("bench-precision", ("BENCHMARKS.md",), ("bench/results-precision.json", "bench/results-precision-fp32.jsonl",
+                                                  "bench/results-precision-bf16.jsonl"), render_precision,
+          ".venv/bin/python bench/bench_train.py --sizes 32 --channels 1 --batch-sizes 128 --steps 8 --no-plain "
+          "--precision fp32 bf16 fp16 --out bench/results-precision.json; then `dcgan train --config "
+          "configs/fashion_mnist.yaml --run-dir runs/prec-fp32` (and `runs/prec-bf16` with "
+          "`--set train.precision=bf16`), their metrics.jsonl copied to bench/results-precision-{fp32,bf16}.jsonl"),
+    Table("bench-ddp", ("BENCHMARKS.md",), ("bench/results-ddp.json",), render_ddp,
+          ".venv/bin/python bench/bench_ddp.py --out bench/results-ddp.json"),
+    Table("bench-serve", ("BENCHMARKS.md",), ("bench/results-serve.json",), render_serve,
+          ".venv/bin/python bench/bench_serve.py --out bench/results-serve.json"),
+)
+
+
+def section(text: str, name: str) -> str | None:
+    """The text between a table's markers, or None when the doc has none."""
+    if begin(name) not in text:
+        return None
+    return text.split(begin(name), 1)[1].split(end(name), 1)[0].strip()
+
+
+def replace(text: str, name: str, body: str) -> str:
+    head, rest = text.split(begin(name), 1)
+    _, tail = rest.split(end(name), 1)
+    return f"{head}{begin(name)}\n{body}\n{end(name)}{tail}"
+
+
+def stale(root: Path = REPO) -> list[str]:
+    """'doc: table' for every table whose doc differs from its rendering (or lacks its markers)."""
+    out = []
+    for table in TABLES:
+        body = table.markdown(root)
+        for doc in table.docs:
+            if section((root / doc).read_text(), table.name) != body:
+                out.append(f"{doc}: {table.name}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a doc differs from its results")
+    ap.add_argument("--print", metavar="NAME", help="print one table and exit")
+    args = ap.parse_args()
+    tables = {t.name: t for t in TABLES}
+    if args.print:
+        print(tables[args.print].markdown())
+        return 0
+    if args.check:
+        diff = stale()
+        print("\n".join(diff) or "every table matches its results")
+        return 1 if diff else 0
+    for table in TABLES:
+        body = table.markdown()
+        for doc in table.docs:
+            path = REPO / doc
+            path.write_text(replace(path.read_text(), table.name, body))
+            print(f"rendered {table.name} into {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
