@@ -156,6 +156,21 @@ def test_per_split_folders_with_labels_for_evaluation(synthetic_root, tmp_path):
         load_images(as_prepared(c, tmp_path / "p" / "train"), "test")
 
 
+def test_two_prepared_datasets_with_labels_get_their_own_classifier(synthetic_root, tmp_path):
+    """The classifier cache is keyed by content for prepared data: a name shared by every prepared
+    dataset must not make one dataset's fd_clf use a classifier trained on another."""
+    from dcgan.metrics.classifier import classifier_path
+
+    paths = []
+    for n in (200, 300):
+        c = data_cfg(synthetic_root, tmp_path, name="fashion_mnist", channels=1, subset=n)
+        prep.prepare(c, tmp_path / f"p{n}" / "train", workers=0, progress=False)
+        paths.append(classifier_path(as_prepared(c, tmp_path / f"p{n}", subset=0)))  # same settings, other images
+    assert paths[0] != paths[1] and paths[0].parent == paths[1].parent
+    c = data_cfg(synthetic_root, tmp_path, name="fashion_mnist", channels=1)
+    assert paths[0] == classifier_path(as_prepared(c, tmp_path / "p200", subset=0))  # stable for the same data
+
+
 def test_training_from_a_prepared_folder_equals_training_from_the_folder(folder, tmp_path):
     from dcgan.train import train
 
