@@ -37,7 +37,7 @@ browser:
 demo: $(STAMP) data
 	$(PY) -m dcgan train --config configs/fashion_mnist.yaml
 
-# A first run of a minute or two: the demo's outputs after 200 small steps.
+# A first run of about a minute: the demo's outputs after 300 small steps.
 quick: $(STAMP) data
 	$(PY) -m dcgan train --config configs/fashion_mnist_quick.yaml
 
