@@ -5,8 +5,8 @@ gives features for a Frechet distance (`fd_clf`, never called FID: its numbers a
 comparable with published FIDs), and predictions for class coverage and a classifier IS.
 
 The trained network is cached on disk, keyed by dataset, split, image size, channels, seed
-(and epochs / image count; for a prepared dataset or a folder, whose name does not say which
-images, also their content fingerprint), with its test accuracy recorded in the file.
+(and epochs / image count; for a prepared dataset, whose name does not say which images,
+also its content fingerprint), with its test accuracy recorded in the file.
 """
 
 from __future__ import annotations
@@ -115,9 +115,10 @@ def classifier_key(dataset: str, split: str, image_size: int, channels: int, see
 def classifier_path(data_cfg: DataConfig, *, split: str = "train", seed: int = 0, epochs: int = 2) -> Path:
     key = classifier_key(data_cfg.name, split, data_cfg.image_size, data_cfg.channels, seed, epochs,
                          data_cfg.subset)
-    if dataset_spec(data_cfg.name).content is not None:
-        # A folder or a prepared dataset: its name does not say which images (two prepared datasets
-        # with labels must not share one classifier), so their content fingerprint is in the key.
+    if dataset_spec(data_cfg.name).arrays is not None:
+        # Prepared data: the name `prepared` does not say which images and labels it holds (two
+        # prepared datasets with labels must not share one classifier), so its content is in the key.
+        # (A folder has no labels: no classifier is ever trained for one.)
         key += f"-{data_fingerprint(data_cfg, split)}"
     return Path(data_cfg.cache_dir).expanduser() / "classifiers" / f"{key}.pt"
 
