@@ -107,10 +107,6 @@ def test_imports_run_one_way_down_the_layers():
     assert not upward, upward
 
 
-def test_checkpoint_and_models_import_nothing_from_share():
-    edges = _imports(_modules())
-    assert not [t for m in ("dcgan.checkpoint", "dcgan.models") for t in edges[m] if t.startswith("dcgan.share")]
-
 
 def test_help_does_not_import_torch():
     code = "import sys; from dcgan.cli import build_parser; build_parser(); print('torch' in sys.modules)"
