@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,22 @@ INTERPOLATE = (2, 24)
 GROUPS = {"a": (0, 8, 16), "b": (1, 9), "c": (3, 11, 19)}
 BASE = 27
 STRENGTH = 1.0  # the walk's slider
+
+
+def serve(checkpoint: str):
+    from dcgan.share.serve import create_app, listen, load_explorer, make_server
+
+    app = create_app(load_explorer(checkpoint, "cpu"))
+    sock = listen("127.0.0.1", 0)
+    srv = make_server(app)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not srv.started:
+        raise SystemExit("the explorer did not start")
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/", srv, thread
 
 
 def shoot(url: str, out: Path, width: int, height: int) -> None:
@@ -99,16 +116,16 @@ def main() -> None:
         if not Path(path).exists():
             raise SystemExit(f"{path} is missing: apt-get install chromium chromium-driver")
     from dcgan.errors import DCGANError
-    from dcgan.share.serve import create_app, load_explorer, serve_in_thread
 
     try:
-        url, stop = serve_in_thread(create_app(load_explorer(args.checkpoint, "cpu")), WAIT_S)
+        url, srv, thread = serve(args.checkpoint)
     except DCGANError as e:
         raise SystemExit(f"error: {e}") from None
     try:
         shoot(url, args.out, args.width, args.height)
     finally:
-        stop()
+        srv.should_exit = True
+        thread.join(10)
     print(f"wrote {args.out}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,21 +54,29 @@ def export_dir(tmp_path_factory) -> Path:
 @contextlib.contextmanager
 def running(export: Path) -> Iterator[tuple[str, Callable[[], None]]]:
     """The server `dcgan serve` runs, in a thread on 127.0.0.1 and a free port: (url, stop)."""
-    from dcgan.share.serve import create_app, load_explorer, serve_in_thread
+    from dcgan.share.serve import create_app, listen, load_explorer, make_server
 
-    url, stop = serve_in_thread(create_app(load_explorer(str(export), "cpu")), WAIT_S)
-    stopped = False
+    app = create_app(load_explorer(str(export), "cpu"))
+    sock = listen("127.0.0.1", 0)
+    srv = make_server(app)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the explorer did not start"
 
-    def stop_once() -> None:
-        nonlocal stopped
-        if not stopped:
-            stopped = True
-            stop()
+    def stop() -> None:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+        assert not thread.is_alive(), "the explorer did not stop"
 
     try:
-        yield url, stop_once
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/", stop
     finally:
-        stop_once()
+        if thread.is_alive():
+            stop()
 
 
 @pytest.fixture(scope="module")

@@ -550,30 +550,6 @@ def make_server(app: FastAPI, *, head_timeout: float = HEAD_TIMEOUT, max_connect
     return uvicorn.Server(config)
 
 
-def serve_in_thread(app: FastAPI, wait_s: float = 30.0) -> tuple[str, Callable[[], None]]:
-    """The server `serve` runs, in a daemon thread on 127.0.0.1 and a free port, for the browser
-    tests and the screenshot script: (its URL, a function that stops it)."""
-    sock = listen("127.0.0.1", 0)
-    srv = make_server(app)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + wait_s
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not srv.started:
-        sock.close()
-        raise DCGANError("the explorer did not start")
-
-    def stop() -> None:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
-        if thread.is_alive():
-            raise DCGANError("the explorer did not stop")
-
-    return f"http://127.0.0.1:{sock.getsockname()[1]}/", stop
-
-
 def serve(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto") -> None:
     """Run the explorer until Ctrl-C."""
     if not 0 <= port <= 65535:
