@@ -24,6 +24,7 @@ it, as other programs sharing the machine would. Start it on an otherwise quiet 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -230,7 +231,9 @@ def contention(args: argparse.Namespace) -> None:
     auto = pick_threads(0)
     settings = {"default": default, "auto": auto.used, "1": 1}
     labels = [label for label in args.threads if label in settings]
-    machine = {"device": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    machine = {"device": platform.processor() or platform.machine(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "date": str(datetime.date.today()),
+               "cpus": os.cpu_count(),
                "usable_cpus": usable_cpus()[0], "default_threads": default, "auto_threads": auto.used,
                "auto_why": auto.why, "busy_processes": args.busy, "torch": torch.__version__,
                "python": platform.python_version(), "loadavg_before": os.getloadavg()}

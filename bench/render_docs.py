@@ -236,6 +236,42 @@ def render_serve(*results: dict) -> str:
     return "\n".join(out)
 
 
+def render_profile(res: dict) -> str:
+    """Per size and Adam path: images/s, the fractions of both conv ceilings, the top operators."""
+    out = [f"Ceilings in the same run: oneDNN conv peak **{res['conv_peak_gflops']:.0f} GFLOP/s** (forward), "
+           f"training conv peak **{res['train_peak_gflops']:.0f} GFLOP/s** (forward + both gradients). "
+           f"Machine: {res['machine']}, torch {res['torch']}, {res['date']}; {res['warmup']} warm-up, "
+           f"{res['steps']} timed and {res['steps']} profiled steps.", "",
+           "| size | ch | Adam | img/s | GFLOP/img | % of conv peak | % of training conv peak | top operators (self CPU share) |",
+           "|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in res["runs"]:
+        top = ", ".join(f"{e['op'].replace('aten::', '')} {100 * e['share']:.1f}%" for e in r["top"][:6])
+        out.append(f"| {r['size']} | {r['channels']} | {r['adam']} | {r['images_per_s']:.1f} | {r['gflop_per_image']} | "
+                   f"{100 * r['conv_peak_fraction']:.1f}% | {100 * r['train_peak_fraction']:.1f}% | {top} |")
+    return "\n".join(out)
+
+
+def render_contention(res: dict) -> str:
+    """Images/s per thread setting, alone and beside the script's busy processes."""
+    m = res["machine"]
+    rows = {(r["size"], r["channels"], r["threads"], r["busy_processes"]): r for r in res["rows"]}
+    busy = m["busy_processes"]
+    cap = f" (torch CPU capability {m['cpu_capability']}, {m['date']})" if "cpu_capability" in m else ""
+    out = [f"Machine: {m['device']}{cap}, {m['cpus']} CPUs ({m['usable_cpus']} usable), torch {m['torch']}; PyTorch's "
+           f"default {m['default_threads']} threads, auto {m['auto_threads']} ({m['auto_why']}); load average "
+           f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after.", "",
+           f"| size | ch | threads | alone img/s | beside {busy} busy process{'es' if busy > 1 else ''} img/s | kept |",
+           "|---:|---:|---|---:|---:|---:|"]
+    for (size, ch, label, b), r in rows.items():
+        if b:
+            continue
+        other = rows.get((size, ch, label, busy))
+        beside = other["images_per_s"] if other else float("nan")
+        out.append(f"| {size} | {ch} | {label} ({r['num_threads']}) | {r['images_per_s']:.1f} | {beside:.1f} | "
+                   f"{beside / r['images_per_s']:.0%} |")
+    return "\n".join(out)
+
+
 # --- the table of tables -----------------------------------------------------------------------------
 
 
@@ -266,6 +302,11 @@ TABLES = (
           "dcgan paper report --checkpoint /tmp/paper-ref/checkpoints/last.pt --out docs/paper_report"),
     Table("ssl-validation", ("docs/evaluation.md",), ("bench/results-ssl.json",), render_ssl,
           ".venv/bin/python bench/validate_ssl.py"),
+    Table("bench-profile", ("BENCHMARKS.md",), ("bench/results-profile.json",), render_profile,
+          ".venv/bin/python bench/profile_step.py --adam foreach fused --out bench/results-profile.json"),
+    Table("bench-contention", ("BENCHMARKS.md",), ("bench/results-contention.json",), render_contention,
+          ".venv/bin/python bench/bench_train.py --contention --sizes 32 64 --channels 1 --batch-sizes 128 "
+          "--steps 10 --warmup 2 --busy 1 --out bench/results-contention.json"),
     Table("hostile-pass", ("docs/reliability.md",), ("bench/results-hostile-2.json",), render_hostile,
           "OMP_NUM_THREADS=1 .venv/bin/python bench/hostile_pass.py"),
 )
