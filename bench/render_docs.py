@@ -272,6 +272,43 @@ def render_contention(res: dict) -> str:
     return "\n".join(out)
 
 
+def render_run_scores(records: list[dict]) -> str:
+    """A run's evaluations (its metrics.jsonl): step, kimg, fd_clf, coverage, is_clf; the best in bold."""
+    evals = [r for r in records if r.get("kind") == "eval" and "fd_clf" in r]
+    trains = {r["step"]: r["kimg"] for r in records if r.get("kind") == "train" and "kimg" in r}
+    per_step = next(iter(trains.values())) / next(iter(trains)) if trains else None
+    best = min(evals, key=lambda r: r["fd_clf"])["step"]
+    last = evals[-1]["step"]
+    out = ["| step | kimg | fd_clf | coverage | is_clf (10 splits) |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for r in evals:
+        kimg = trains.get(r["step"], r["step"] * per_step if per_step else float("nan"))
+        step = f"**{r['step']}**" if r["step"] == best else str(r["step"])
+        step += " (last, `best.pt`)" if r["step"] == best == last else " (`best.pt`)" if r["step"] == best else \
+            " (last)" if r["step"] == last else ""
+        fd = f"**{r['fd_clf']:.2f}**" if r["step"] == best else f"{r['fd_clf']:.2f}"
+        is_ = f"{r['is_clf']:.2f} +- {r['is_clf_std']:.2f}" if "is_clf" in r else "-"
+        out.append(f"| {step} | {kimg:.1f} | {fd} | {r.get('coverage', float('nan')):.1f} | {is_} |")
+    first = evals[0]
+    out += ["", f"Protocol: features `{first['features']}` (test accuracy {100 * first['clf_test_accuracy']:.2f}%), "
+            f"{first['n_gen']:,} generated images against {first['n_real']:,} real {first['split']} images, "
+            f"{first['image_size']}x{first['image_size']}."]
+    return "\n".join(out)
+
+
+def render_recipe_long(res: dict) -> str:
+    """The paper's recipe over 5,000 steps (bench/quality.py's `paper` runs): fd_clf every 500 steps per seed."""
+    runs = sorted((k, v) for k, v in res["runs"].items() if v["variant"] == "paper" and v.get("scored"))
+    steps = [e["step"] for e in runs[0][1]["evals"]]
+    out = ["| seed | " + " | ".join(map(str, steps)) + " | best |", "|---|" + "---:|" * (len(steps) + 1)]
+    for key, run in runs:
+        by_step = {e["step"]: e["fd_clf"] for e in run["evals"]}
+        b = min(run["evals"], key=lambda e: e["fd_clf"])
+        cells = [f"**{by_step[t]:.2f}**" if t == b["step"] else f"{by_step.get(t, float('nan')):.2f}" for t in steps]
+        out.append(f"| {run['seed']} | " + " | ".join(cells) + f" | {b['fd_clf']:.2f} at {b['step']} |")
+    out += ["", f"fd_clf by step. Protocol: {res['protocol']}. Machine: {res['machine']}."]
+    return "\n".join(out)
+
+
 # --- the table of tables -----------------------------------------------------------------------------
 
 
@@ -307,30 +344,33 @@ TABLES = (
     Table("bench-contention", ("BENCHMARKS.md",), ("bench/results-contention.json",), render_contention,
           ".venv/bin/python bench/bench_train.py --contention --sizes 32 64 --channels 1 --batch-sizes 128 "
           "--steps 10 --warmup 2 --busy 1 --out bench/results-contention.json"),
+    Table("recipe-long", ("docs/evaluation.md",), ("bench/results-quality-5k/results.json",), render_recipe_long,
+          ".venv/bin/python bench/quality.py --steps 5000 --variants paper --seeds 0,1"),
     Table("hostile-pass", ("docs/reliability.md",), ("bench/results-hostile-2.json",), render_hostile,
           "OMP_NUM_THREADS=1 .venv/bin/python bench/hostile_pass.py"),
-)
-
-# Renderer ready, results file not committed: run the command (on a quiet machine for timings), commit
-# the file, then move the entry to TABLES and put its markers in the doc.
-PENDING = (
     Table("bench-channels-last", ("BENCHMARKS.md",), ("bench/results-cpu-channels-last.json",), render_channels_last,
           ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 1 --batch-sizes 128 --channels-last both "
           "--no-plain --out bench/results-cpu-channels-last.json"),
     Table("bench-compile", ("BENCHMARKS.md",), ("bench/results-cpu-eager.json", "bench/results-cpu-compile.json"),
           render_compile,
           ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 --batch-sizes 128 --steps 10 "
-          "--warmup 2 --no-plain --out bench/results-cpu-eager.json (then the --compile run of BENCHMARKS.md)"),
+          "--warmup 2 --no-plain --out bench/results-cpu-eager.json; then the same with --warmup 3 --compile "
+          "--out bench/results-cpu-compile.json"),
+    Table("bench-ddp", ("BENCHMARKS.md",), ("bench/results-ddp.json",), render_ddp,
+          ".venv/bin/python bench/bench_ddp.py --out bench/results-ddp.json"),
+    Table("bench-serve", ("BENCHMARKS.md",), ("bench/results-serve.json",), render_serve,
+          ".venv/bin/python bench/bench_serve.py --out bench/results-serve.json"),
+)
+
+# Renderer ready, results file not committed: run the command (on a quiet machine for timings), commit
+# the file, then move the entry to TABLES and put its markers in the doc.
+PENDING = (
     Table("bench-precision", ("BENCHMARKS.md",), ("bench/results-precision.json", "bench/results-precision-fp32.jsonl",
                                                   "bench/results-precision-bf16.jsonl"), render_precision,
           ".venv/bin/python bench/bench_train.py --sizes 32 --channels 1 --batch-sizes 128 --steps 8 --no-plain "
           "--precision fp32 bf16 fp16 --out bench/results-precision.json; then `dcgan train --config "
           "configs/fashion_mnist.yaml --run-dir runs/prec-fp32` (and `runs/prec-bf16` with "
           "`--set train.precision=bf16`), their metrics.jsonl copied to bench/results-precision-{fp32,bf16}.jsonl"),
-    Table("bench-ddp", ("BENCHMARKS.md",), ("bench/results-ddp.json",), render_ddp,
-          ".venv/bin/python bench/bench_ddp.py --out bench/results-ddp.json"),
-    Table("bench-serve", ("BENCHMARKS.md",), ("bench/results-serve.json",), render_serve,
-          ".venv/bin/python bench/bench_serve.py --out bench/results-serve.json"),
 )
 
 
