@@ -36,7 +36,7 @@ def test_short_training_moves_samples_towards_the_data(real_tiny_cfg, tmp_path):
     """Real Fashion-MNIST (skips with the reason without Debian's package)."""
     cfg = real_tiny_cfg(data={"image_size": 32, "subset": 8192},
                    model={"ngf": 32, "ndf": 32},
-                   train={"batch_size": 64, "max_steps": 300, "log_every": 50, "sample_every": 300,
+                   train={"batch_size": 64, "max_steps": 150, "log_every": 50, "sample_every": 150,
                           "checkpoint_every": 0})
     run = train(cfg, run_dir=tmp_path / "run").run_dir
 
