@@ -8,6 +8,14 @@ runs the real `dcgan` command line with them:
                                   STEP; ignored after a torchrun restart (which must run clean)
     DCGAN_TEST_DUMP_DIR           each rank writes rank<R>.json there at the end of training:
                                   checksums of its weights, fingerprints of the real images it saw
+
+and, at the named fault points of a run's start-up and of `dcgan prepare`
+(`dcgan.runs.fault_point`, inert outside the tests), a `PointHook`:
+
+    DCGAN_TEST_HOOK               "POINT:kill": SIGKILL this process at POINT;
+                                  "POINT:wait:FILE": wait there (at most 120 s) until FILE exists;
+                                  "POINT:kill:N": SIGKILL at the N-th time POINT is reached (with
+                                  it, `dcgan prepare` records its progress after every chunk)
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,3 +78,34 @@ class FaultHooks(LoopCallback):
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         (self.dump_dir / f"rank{rank}.json").write_text(
             json.dumps({"rank": rank, "step": step, "checksums": sums, "seen": self.seen}))
+
+
+@dataclass
+class PointHook:
+    """A `dcgan.runs.FAULT_HOOKS` entry: kill or wait at one named fault point."""
+
+    point: str
+    action: str
+    nth: int = 1
+    seen: int = 0
+
+    @classmethod
+    def from_env(cls) -> PointHook | None:
+        spec = os.environ.get("DCGAN_TEST_HOOK")
+        if not spec:
+            return None
+        point, _, action = spec.partition(":")
+        if action.startswith("kill:"):
+            return cls(point, "kill", int(action[5:]))
+        return cls(point, action)
+
+    def __call__(self, point: str) -> None:
+        if point != self.point:
+            return
+        self.seen += 1
+        if self.action == "kill" and self.seen == self.nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif self.action.startswith("wait:"):
+            flag, deadline = Path(self.action[5:]), time.monotonic() + 120
+            while not flag.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)

@@ -395,7 +395,8 @@ def _dcgan(argv: list[str], hook: str | None = None, **kw) -> subprocess.Popen:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DCGAN_TEST_")}
     env.update(PYTHONPATH=SRC, OMP_NUM_THREADS="1", **({"DCGAN_TEST_HOOK": hook} if hook else {}))
-    return subprocess.Popen([sys.executable, "-m", "dcgan", *argv], env=env, stdout=subprocess.PIPE,
+    entry = str(Path(__file__).with_name("fault_entry.py"))  # `dcgan` with the test's fault hook
+    return subprocess.Popen([sys.executable, entry, *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 

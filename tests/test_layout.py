@@ -123,3 +123,10 @@ def test_share_and_paper_do_not_import_each_other():
                 for a, b in (("dcgan.share", "dcgan.paper"), ("dcgan.paper", "dcgan.share"))
                 if (m == a or m.startswith(a + ".")) and (t == b or t.startswith(b + "."))]
     assert not crossing, crossing
+
+
+def test_the_package_reads_no_test_variable():
+    """Fault injection is test-only: the package has named, inert fault points (`runs.fault_point`)
+    and loop callbacks; the DCGAN_TEST_* variables are read by tests/fault_entry.py alone."""
+    readers = [str(p.relative_to(SRC)) for p in sorted((SRC / "dcgan").rglob("*.py")) if "DCGAN_TEST_" in p.read_text()]
+    assert readers == []

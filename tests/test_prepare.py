@@ -194,7 +194,8 @@ def test_training_from_a_prepared_folder_equals_training_from_the_folder(folder,
 def _prepare_cli(config: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DCGAN_TEST_")}
     environ.update(OMP_NUM_THREADS="1", **env)
-    return subprocess.run([sys.executable, "-m", "dcgan", "prepare", "--config", str(config), "--out", str(out),
+    entry = str(Path(__file__).with_name("fault_entry.py"))  # `dcgan` with the test's fault hook, if any
+    return subprocess.run([sys.executable, entry, "prepare", "--config", str(config), "--out", str(out),
                            "--workers", "0", "--no-progress"], env=environ, capture_output=True, text=True,
                           timeout=300)
 
@@ -207,7 +208,7 @@ def test_killed_prepare_reads_as_unfinished_and_the_rerun_completes(folder, tmp_
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"data": dataclasses.asdict(c)}))
     out = tmp_path / "out"
-    killed = _prepare_cli(config, out, DCGAN_TEST_PREPARE_KILL_AT_CHUNK="2")
+    killed = _prepare_cli(config, out, DCGAN_TEST_HOOK="prepare-chunk:kill:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (out / "dataset.json").exists()
     assert json.loads((out / ".progress.json").read_text())["next"] == prep.CHUNK

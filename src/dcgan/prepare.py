@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from .prepared import (  # noqa: F401  (the format lives with its reader; re-exp
     read_manifest,
     resolve,
 )
+from .runs import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +268,7 @@ def _decode_into(source: Any, out: Path, state: dict, images: np.ndarray, labels
     from .data import _one_line_errors
 
     n = images.shape[0]
-    kill_at = int(os.environ.get("DCGAN_TEST_PREPARE_KILL_AT_CHUNK", "0") or 0)  # tests: SIGKILL mid-way
-    save_every = 0.0 if kill_at else PROGRESS_EVERY_S  # (and a progress record after every chunk)
-    started, t_saved, chunks = time.monotonic(), time.monotonic(), 0
+    started, t_saved = time.monotonic(), time.monotonic()
     base_seconds = state["seconds"]
     loader = DataLoader(_Items(source, state["next"], n), batch_size=CHUNK, shuffle=False,
                         num_workers=_workers(workers), collate_fn=_collate)
@@ -282,11 +280,9 @@ def _decode_into(source: Any, out: Path, state: dict, images: np.ndarray, labels
         with bar:
             for items in _one_line_errors(loader):
                 _write_chunk(items, state, images, labels)
-                chunks += 1
-                if chunks == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)  # rows written, progress not yet: the worst spot
+                fault_point("prepare-chunk")  # (tests) rows written, progress not yet: the worst spot
                 now = time.monotonic()
-                if now - t_saved >= save_every or state["next"] == n:
+                if now - t_saved >= PROGRESS_EVERY_S or state["next"] == n:
                     images.flush()
                     if labels is not None:
                         labels.flush()

@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,18 +388,14 @@ class RunLock:
 # --- fault injection for the tests ---------------------------------------------------------------
 
 
+FAULT_HOOKS: list[Callable[[str], None]] = []  # none outside the tests (tests/fault_hooks.py adds one)
+
+
 def fault_point(point: str) -> None:
-    """Inert unless the test variable DCGAN_TEST_HOOK names `point`: "POINT:kill" SIGKILLs this
-    process there; "POINT:wait:FILE" waits there (at most 120 s) until FILE exists. The points
-    are "planned" (run directory chosen, not locked), "locked", "outputs" (the first outputs
-    written, config.yaml not yet) and "started" (config.yaml written)."""
-    spec = os.environ.get("DCGAN_TEST_HOOK")
-    if not spec or spec.split(":", 1)[0] != point:
-        return
-    action = spec.split(":", 1)[1] if ":" in spec else ""
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action.startswith("wait:"):
-        flag, deadline = Path(action[5:]), time.monotonic() + 120
-        while not flag.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    """A named point where a test may inject a fault (kill the process, or make it wait): calls
+    every hook in FAULT_HOOKS, of which there is none outside the tests. The points: "planned"
+    (run directory chosen, not locked), "locked", "outputs" (the first outputs written,
+    config.yaml not yet), "started" (config.yaml written), and "prepare-chunk" (`dcgan prepare`
+    wrote a chunk's rows, not yet its progress record)."""
+    for hook in FAULT_HOOKS:
+        hook(point)
