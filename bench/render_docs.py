@@ -309,6 +309,15 @@ def render_recipe_long(res: dict) -> str:
     return "\n".join(out)
 
 
+def render_test_counts(res: dict) -> str:
+    """Hostile-input and fault cases per group, fast and all (bench/count_tests.py)."""
+    out = ["| group of cases | fast (`make test`) | all |", "|---|---:|---:|"]
+    out += [f"| {g['label']} | {g['fast']} | {g['all']} |" for g in res["groups"]]
+    out.append(f"| **total** ({res['date']}) | **{sum(g['fast'] for g in res['groups'])}** | "
+               f"**{sum(g['all'] for g in res['groups'])}** |")
+    return "\n".join(out)
+
+
 # --- the table of tables -----------------------------------------------------------------------------
 
 
@@ -346,6 +355,8 @@ TABLES = (
           "--steps 10 --warmup 2 --busy 1 --out bench/results-contention.json"),
     Table("recipe-long", ("docs/evaluation.md",), ("bench/results-quality-5k/results.json",), render_recipe_long,
           ".venv/bin/python bench/quality.py --steps 5000 --variants paper --seeds 0,1"),
+    Table("test-counts", ("docs/reliability.md",), ("bench/results-test-counts.json",), render_test_counts,
+          ".venv/bin/python bench/count_tests.py --out bench/results-test-counts.json"),
     Table("hostile-pass", ("docs/reliability.md",), ("bench/results-hostile-2.json",), render_hostile,
           "OMP_NUM_THREADS=1 .venv/bin/python bench/hostile_pass.py"),
     Table("bench-channels-last", ("BENCHMARKS.md",), ("bench/results-cpu-channels-last.json",), render_channels_last,

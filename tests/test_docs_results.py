@@ -111,3 +111,12 @@ def test_pending_renderers_render_the_shape_their_scripts_write():
     serve = {"load_before": [2.5, 0, 0], "load_after": [3.3, 0, 0], "threads": 1,
              "sizes": {"32": {"sequential": phase, "load": phase}}}
     assert "| 32, `--threads 1` | 2.5 / 3.3 | 57 ms | 65 ms |" in RENDER_DOCS.render_serve(serve)
+
+
+@pytest.mark.slow  # two collections of the fuzz and fault files: about 20 s
+def test_the_test_counts_are_those_of_this_tree():
+    """docs/reliability.md's counts are re-collected: a test added to test_fuzz.py or
+    test_faults.py without `bench/count_tests.py` rerun fails here (in `make test-slow`)."""
+    counter = load_bench("count_tests")
+    committed = json.loads((ROOT / "bench" / "results-test-counts.json").read_text())["groups"]
+    assert counter.count() == committed, "run: python bench/count_tests.py, then python bench/render_docs.py"
