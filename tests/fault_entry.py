@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_hooks import FaultHooks, PointHook  # noqa: E402
 
+import dcgan.faults  # noqa: E402
 import dcgan.prepare  # noqa: E402
-import dcgan.runs  # noqa: E402
 import dcgan.train  # noqa: E402
 from dcgan.cli import main  # noqa: E402
 
@@ -20,7 +20,7 @@ if hooks is not None:  # cli.cmd_train imports `train` from dcgan.train when it 
     dcgan.train.train = functools.partial(dcgan.train.train, callbacks=[hooks])
 point = PointHook.from_env()
 if point is not None:
-    dcgan.runs.FAULT_HOOKS.append(point)
+    dcgan.faults.FAULT_HOOKS.append(point)
     if point.point == "prepare-chunk":
         dcgan.prepare.PROGRESS_EVERY_S = 0.0  # a progress record after every chunk: a known resume point
 sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,7 @@ runs the real `dcgan` command line with them:
                                   checksums of its weights, fingerprints of the real images it saw
 
 and, at the named fault points of a run's start-up and of `dcgan prepare`
-(`dcgan.runs.fault_point`, inert outside the tests), a `PointHook`:
+(`dcgan.faults.fault_point`, inert outside the tests), a `PointHook`:
 
     DCGAN_TEST_HOOK               "POINT:kill": SIGKILL this process at POINT;
                                   "POINT:wait:FILE": wait there (at most 120 s) until FILE exists;
@@ -82,7 +82,7 @@ class FaultHooks(LoopCallback):
 
 @dataclass
 class PointHook:
-    """A `dcgan.runs.FAULT_HOOKS` entry: kill or wait at one named fault point."""
+    """A `dcgan.faults.FAULT_HOOKS` entry: kill or wait at one named fault point."""
 
     point: str
     action: str

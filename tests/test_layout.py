@@ -77,7 +77,7 @@ def test_no_function_over_60_lines():
 # validation reads (the metric and export-format tables among them) and the helpers everything
 # uses (errors, atomic writes, devices, process groups, pixel ranges).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("config", ("errors", "registry", "tables", "formats", "metrics.registry", "safe_yaml", "atomic", "pixels",
+    ("config", ("errors", "faults", "registry", "tables", "formats", "metrics.registry", "safe_yaml", "atomic", "pixels",
                 "schedule", "config", "devices", "distributed", "paper.constants")),
     ("models/data", ("models", "data", "datasets", "prepared", "augment", "checkpoint")),
     ("step/sampling", ("gan", "losses", "ema", "sampling", "latent")),
@@ -126,7 +126,7 @@ def test_share_and_paper_do_not_import_each_other():
 
 
 def test_the_package_reads_no_test_variable():
-    """Fault injection is test-only: the package has named, inert fault points (`runs.fault_point`)
+    """Fault injection is test-only: the package has named, inert fault points (`dcgan.faults`)
     and loop callbacks; the DCGAN_TEST_* variables are read by tests/fault_entry.py alone."""
     readers = [str(p.relative_to(SRC)) for p in sorted((SRC / "dcgan").rglob("*.py")) if "DCGAN_TEST_" in p.read_text()]
     assert readers == []

@@ -41,6 +41,7 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
+from .faults import fault_point
 from .prepared import (  # noqa: F401  (the format lives with its reader; re-exported here)
     CHUNK,
     FORMAT,
@@ -62,7 +63,6 @@ from .prepared import (  # noqa: F401  (the format lives with its reader; re-exp
     read_manifest,
     resolve,
 )
-from .runs import fault_point
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,19 +382,3 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-# --- fault injection for the tests ---------------------------------------------------------------
-
-
-FAULT_HOOKS: list[Callable[[str], None]] = []  # none outside the tests (tests/fault_hooks.py adds one)
-
-
-def fault_point(point: str) -> None:
-    """A named point where a test may inject a fault (kill the process, or make it wait): calls
-    every hook in FAULT_HOOKS, of which there is none outside the tests. The points: "planned"
-    (run directory chosen, not locked), "locked", "outputs" (the first outputs written,
-    config.yaml not yet), "started" (config.yaml written), and "prepare-chunk" (`dcgan prepare`
-    wrote a chunk's rows, not yet its progress record)."""
-    for hook in FAULT_HOOKS:
-        hook(point)

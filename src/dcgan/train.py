@@ -28,6 +28,7 @@ from .config import Config, TrainConfig, from_dict, save_config
 from .data import Batches
 from .devices import Choice, pick_device, resolve_precision, set_threads
 from .errors import DCGANError
+from .faults import fault_point
 from .loop import (
     DataPosition,
     LoopCallback,
@@ -44,7 +45,6 @@ from .runs import (
     check_new_run_dir,
     clear_outputs,
     discard_run_dir,
-    fault_point,
     plan_run,
 )
 from .sampling import save_grid
