@@ -230,6 +230,15 @@ def step_cost(variant: str, steps: int = 30, warmup: int = 5) -> float:
 # --- the report ---------------------------------------------------------------------------------------
 
 
+def cost_of(variant: str, data: dict) -> float | None:
+    """A variant's timed cost per image; for one whose runs all stand for another variant's (the
+    preset), that variant's: the same training, timed once."""
+    twins = {r.get("same_as") for r in data["runs"].values() if r["variant"] == variant}
+    if len(twins) == 1 and None not in twins:
+        return data["costs"].get(next(iter(twins)))
+    return data["costs"].get(variant)
+
+
 def best(evals: list[dict], key: str = "fd_clf") -> dict:
     return min(evals, key=lambda e: e[key])
 
@@ -261,7 +270,7 @@ def summarise(data: dict, steps: int) -> dict[str, dict]:
             "coverage": statistics.mean(ev[-1]["coverage"] for ev in cut),
             "precision": statistics.mean(ev[-1]["precision_clf"] for ev in cut),
             "recall": statistics.mean(ev[-1]["recall_clf"] for ev in cut),
-            "cost": data["costs"].get(v),
+            "cost": cost_of(v, data),
         }
     return out
 
@@ -314,7 +323,7 @@ def plot(data: dict, steps: int, path: Path) -> Path:
                          lw=2.2 if v in ("paper", "preset") else 1.1, ls="-" if j == 0 else "--",
                          label=v if j == 0 else None)
             a1.plot([e["kimg"] for e in ev], [e["fd_clf"] for e in ev], **style)
-            cost = data["costs"].get(v)
+            cost = cost_of(v, data)
             if cost:
                 a2.plot([e["kimg"] * 1000 * cost / 60 for e in ev], [e["fd_clf"] for e in ev], **style)
     for ax, xl in ((a1, "thousands of real images shown to D (kimg)"),

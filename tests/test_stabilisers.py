@@ -156,3 +156,19 @@ def test_the_stable_preset_is_the_demo_config_plus_its_stabilisers():
     folder_stable = load_config(configs / "anime_faces_stable.yaml").flat()
     assert {k: v for k, v in folder_stable.items() if v != folder[k]} == {**changed, "name": "anime_faces_stable"}
     assert paper["train.loss"] == "bce" and paper["train.ema"] == 0 and paper["train.augment"] == []  # demo: the paper
+
+
+def test_the_preset_trains_exactly_as_the_variant_it_was_chosen_from():
+    """configs/fashion_mnist_stable.yaml is bench/quality.py's `rpgan+r1+r2` variant (the best of the
+    long-run benchmark, docs/quality.md): the same config apart from its name, so the benchmark's
+    runs of that variant are the preset's."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).resolve().parents[1] / "bench" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    preset = quality.load_config("preset", quality.VARIANTS["preset"]).flat()
+    chosen = quality.load_config("rpgan+r1+r2", quality.VARIANTS["rpgan+r1+r2"]).flat()
+    assert preset.pop("name") == "fashion_mnist_stable" and chosen.pop("name") == "fashion_mnist"
+    assert preset == chosen
