@@ -357,6 +357,9 @@ TABLES = (
           ".venv/bin/python bench/quality.py --steps 5000 --variants paper --seeds 0,1"),
     Table("test-counts", ("docs/reliability.md",), ("bench/results-test-counts.json",), render_test_counts,
           ".venv/bin/python bench/count_tests.py --out bench/results-test-counts.json"),
+    Table("demo-scores", ("docs/evaluation.md",), ("bench/results-demo.jsonl",), render_run_scores,
+          "make demo (dcgan train --config configs/fashion_mnist.yaml), its run's metrics.jsonl copied to "
+          "bench/results-demo.jsonl"),
     Table("hostile-pass", ("docs/reliability.md",), ("bench/results-hostile-2.json",), render_hostile,
           "OMP_NUM_THREADS=1 .venv/bin/python bench/hostile_pass.py"),
     Table("bench-channels-last", ("BENCHMARKS.md",), ("bench/results-cpu-channels-last.json",), render_channels_last,
