@@ -297,10 +297,11 @@ def render_run_scores(records: list[dict]) -> str:
 
 def render_recipe_long(res: dict) -> str:
     """The paper's recipe over 5,000 steps (bench/quality.py's `paper` runs): fd_clf every 500 steps per seed."""
-    runs = sorted((k, v) for k, v in res["runs"].items() if v["variant"] == "paper" and v.get("scored"))
-    steps = [e["step"] for e in runs[0][1]["evals"]]
+    runs = sorted((v for v in res["runs"].values() if v["variant"] == "paper" and v.get("scored")),
+                  key=lambda v: v["seed"])
+    steps = [e["step"] for e in runs[0]["evals"]]
     out = ["| seed | " + " | ".join(map(str, steps)) + " | best |", "|---|" + "---:|" * (len(steps) + 1)]
-    for key, run in runs:
+    for run in runs:
         by_step = {e["step"]: e["fd_clf"] for e in run["evals"]}
         b = min(run["evals"], key=lambda e: e["fd_clf"])
         cells = [f"**{by_step[t]:.2f}**" if t == b["step"] else f"{by_step.get(t, float('nan')):.2f}" for t in steps]

@@ -541,19 +541,6 @@ def test_idle_sockets_do_not_lock_the_explorer_out(serve_export):
             s.close()
 
 
-def _poll_closed(s: socket.socket) -> bool:
-    """Whether the server has closed `s`, without waiting."""
-    s.setblocking(False)
-    try:
-        return s.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        s.setblocking(True)
-
-
 def test_idle_and_slow_sockets_are_cut_off_after_the_head_timeout(serve_export):
     """A 1 s head timeout: a silent socket, one trickling a request head and one trickling after
     a response are each closed by the server, while other requests are served meanwhile. The bound
@@ -576,7 +563,7 @@ def test_idle_and_slow_sockets_are_cut_off_after_the_head_timeout(serve_export):
                 try:
                     if name != "quiet":
                         s.sendall(b"X")
-                    if _poll_closed(s):
+                    if _closed_by_server(s, 0.01):
                         closed[name] = time.monotonic() - t0
                 except OSError:
                     closed[name] = time.monotonic() - t0
