@@ -211,6 +211,13 @@ def render_precision(bench: dict, *runs: list[dict]) -> str:
     return "\n".join(out)
 
 
+def render_model_card(facts: dict) -> str:
+    """The model card `dcgan export --format safetensors,onnx` writes for a run, from its training.json."""
+    from dcgan.share.export import model_card  # the package, installed in the venv
+
+    return "````markdown\n" + model_card(facts, ["safetensors", "onnx"]).rstrip("\n") + "\n````"
+
+
 def render_ddp(res: dict) -> str:
     """Images/s of each data-parallel setup, every run (bench_ddp.py)."""
     n = max(len(v) for v in res["runs"].values())
@@ -377,6 +384,9 @@ TABLES = (
           ".venv/bin/python bench/bench_ddp.py --out bench/results-ddp.json"),
     Table("bench-serve", ("BENCHMARKS.md",), ("bench/results-serve.json",), render_serve,
           ".venv/bin/python bench/bench_serve.py --out bench/results-serve.json"),
+    Table("share-card", ("docs/sharing.md",), ("bench/results-share-card.json",), render_model_card,
+          "dcgan export --checkpoint runs/eval-fmnist --out exports/fmnist --format safetensors,onnx (the make demo "
+          "run of docs/evaluation.md), its training.json copied to bench/results-share-card.json"),
     Table("bench-precision", ("BENCHMARKS.md",), ("bench/results-precision.json", "bench/results-demo.jsonl"),
           render_precision,
           ".venv/bin/python bench/bench_train.py --sizes 32 --channels 1 --batch-sizes 128 --steps 8 --no-plain "
