@@ -218,6 +218,51 @@ def render_model_card(facts: dict) -> str:
     return "````markdown\n" + model_card(facts, ["safetensors", "onnx"]).rstrip("\n") + "\n````"
 
 
+def render_eval_rows(res: dict) -> str:
+    """The floor (real train images), the run's best checkpoint and the ceiling (an untrained G),
+    5,000 images each, on the run's protocol (bench/eval_tables.py)."""
+    rows = res["rows"]
+    titles = {"floor": f"real: {rows['floor']['n_gen']:,} random **{res['floor_images'].split()[2]}** images (the floor)",
+              "trained": f"the trained G, best checkpoint (step {res['step']})",
+              "ceiling": f"untrained G (DCGAN init, seed {res['ceiling_seed']}: the ceiling)"}
+    out = ["| images scored | fd_clf | kid_clf | coverage | is_clf | precision_clf / recall_clf |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, title in titles.items():
+        r = rows[name]
+        out.append(f"| {title} | **{r['fd_clf']:.2f}** | {r['kid_clf']:.2f} +- {r['kid_clf_std']:.2f} | "
+                   f"{r['coverage']:.1f} | {r['is_clf']:.2f} | {r['precision_clf']:.3f} / {r['recall_clf']:.3f} |")
+    m = res["machine"]
+    out += ["", f"Protocol: features `{rows['trained']['features']}` (test accuracy "
+            f"{100 * rows['trained']['clf_test_accuracy']:.2f}%), {rows['trained']['n_gen']:,} images against "
+            f"{rows['trained']['n_real']:,} real {rows['trained']['split']} images; the floor's images are "
+            f"{res['floor_images']}. {m['cpu']}, {m['threads']} thread(s), {m['date']}."]
+    return "\n".join(out)
+
+
+def render_eval_full(res: dict) -> str:
+    """`dcgan eval`'s table for the best checkpoint, 10,000 samples, as the command prints it."""
+    from dcgan.metrics.evaluator import format_table  # the package, installed in the venv
+
+    full = res["full"]
+    return (f"```\n$ dcgan eval --checkpoint {full['checkpoint']}\n{format_table(full)}\n```\n\n"
+            f"({res['seconds']['full']:.0f} s on {res['machine']['cpu']} with {res['machine']['threads']} "
+            "thread(s), while another job ran.)")
+
+
+def render_eval_nn(res: dict) -> str:
+    """`dcgan nn`'s distances for the best checkpoint (bench/eval_tables.py)."""
+    nn = res["nn"]
+    out = [f"{nn['num_samples']:,} samples (seed 0) and {nn['num_heldout']:,} held-out {nn['heldout_split']} "
+           f"images, each against its nearest of the {nn['num_train']:,} {nn['train_split']} images "
+           f"(step {res['step']}; {res['seconds']['nn']:.0f} s with {res['machine']['threads']} thread(s)):", "",
+           "| distance to the nearest training image | median, samples | median, held-out | "
+           "samples closer than 99% of held-out |", "| --- | ---: | ---: | ---: |"]
+    for space, title in (("feature", f"{nn['features']} features"), ("pixel", "pixels (L2 on [-1, 1])")):
+        out.append(f"| {title} | {nn[f'median_sample_{space}']:.2f} | {nn[f'median_heldout_{space}']:.2f} | "
+                   f"{100 * nn[f'frac_below_heldout_p1_{space}']:.1f}% |")
+    return "\n".join(out)
+
+
 def render_ddp(res: dict) -> str:
     """Images/s of each data-parallel setup, every run (bench_ddp.py)."""
     n = max(len(v) for v in res["runs"].values())
@@ -346,6 +391,9 @@ class Table:
                 f"`{self.command}`.</sub>")
 
 
+EVAL_TABLES = (".venv/bin/python bench/eval_tables.py --run runs/eval-fmnist --out bench/results-eval.json "
+               "--figure docs/figures/eval-nn.png (runs/eval-fmnist: the make demo run of this page)")
+
 TABLES = (
     Table("bench-cpu", ("BENCHMARKS.md",), ("bench/results-cpu.json",), render_throughput,
           ".venv/bin/python bench/bench_train.py --sizes 64 32 --channels 3 1 --batch-sizes 128 --steps 10 "
@@ -384,6 +432,9 @@ TABLES = (
           ".venv/bin/python bench/bench_ddp.py --out bench/results-ddp.json"),
     Table("bench-serve", ("BENCHMARKS.md",), ("bench/results-serve.json",), render_serve,
           ".venv/bin/python bench/bench_serve.py --out bench/results-serve.json"),
+    Table("eval-rows", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_rows, EVAL_TABLES),
+    Table("eval-full", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_full, EVAL_TABLES),
+    Table("eval-nn", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_nn, EVAL_TABLES),
     Table("share-card", ("docs/sharing.md",), ("bench/results-share-card.json",), render_model_card,
           "dcgan export --checkpoint runs/eval-fmnist --out exports/fmnist --format safetensors,onnx (the make demo "
           "run of docs/evaluation.md), its training.json copied to bench/results-share-card.json"),
