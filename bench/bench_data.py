@@ -14,9 +14,35 @@ smooth random pictures, so the files compress like photographs) it measures at 6
 
     python bench/bench_data.py --sizes 5000 20000 --work /tmp/dcgan-bench-data --out bench/results-data.json
 
-The issue's scale is `--sizes 100000 1000000` (about 30 GB of JPEGs and 13 GB prepared for 1M;
-hours on a small machine). Not a test: run it on a quiet machine; `--threads` sets the torch
-threads of the training runs (OMP_NUM_THREADS).
+Not a test: run it on a quiet machine; `--threads` sets the torch threads of the training runs
+(OMP_NUM_THREADS).
+
+The issue's scale (100,000 and 1,000,000 images; a million distinct JPEGs would be about 16 GB
+and a day to make and prepare on a small machine) is reached cheaply:
+
+    python bench/bench_data.py --sizes 100000 1000000 --distinct 2000 --prepare-max 100000 \
+        --batch-size 64 --steps 100 --work /root/dcgan-bench-data --out bench/results-data-scale.json
+
+What is synthetic about it (recorded per size in the results: `distinct`, `prepare.tiled_from`):
+  - `--distinct K`: a folder of N files holds K distinct JPEGs (made as above) and N - K hard links
+    to them (file i -> file i mod K; ext4 allows 65,000 links per file), in the same sub-folders
+    of 1,000. Listing, stat-ing, opening and decoding still happen once per name, so the folder's
+    start-up, its per-file check and the decoding rates are those of N files; but the bytes read
+    are K files' (hot in the page cache), so a streamed folder reads faster than N distinct files
+    on a cold disk would. `prepare.jpeg_bytes` counts every name (what N such JPEGs take),
+    `prepare.jpeg_bytes_on_disk` each file once.
+  - `--prepare-max M`: `dcgan prepare` runs (timed) only for the sizes <= M. A larger size is made
+    from the largest really prepared one by repeating its rows up to N, streamed in chunks into a
+    new images.npy and finished by dcgan.prepare's own writer (`_finish`: the sha256 fingerprint
+    of the arrays and dataset.json, so the loader and `dcgan prepare --verify` accept it). It has
+    no prepare rate (`images_per_s`: null) and says `"tiled_from": M`. Training from it is
+    training from a prepared folder of N rows: start-up reads dataset.json and the arrays' headers
+    (the fingerprint is checked only by `dcgan prepare --verify`), and the memory after the steps
+    depends on which rows are touched, not on what they hold.
+Folders are kept and reused: a JPEG folder once finished (`.complete`; an interrupted build
+continues where it stopped, `.building` says for which N and K), a tiled prepared folder while the
+size it was tiled from has the same fingerprint (it is written as `<name>.partial` and renamed when
+complete). The really prepared sizes are prepared again on every run: that is what is timed.
 """
 
 from __future__ import annotations
@@ -26,6 +52,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -39,6 +66,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
+MAX_LINKS = 65_000  # hard links per inode that ext4 allows (the file itself counts as one)
+
+
 def _make_image(args: tuple[Path, int]) -> int:
     path, seed = args
     rng = np.random.default_rng(seed)
@@ -49,34 +79,83 @@ def _make_image(args: tuple[Path, int]) -> int:
     im = Image.fromarray(small).resize((w, h), Image.BICUBIC)
     noise = rng.normal(0, 6, (h, w, 3))
     im = Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
-    im.save(path, format="JPEG", quality=85)
+    tmp = path.with_name(f".{path.name}.tmp")  # not an image name: a killed build leaves no half JPEG
+    im.save(tmp, format="JPEG", quality=85)
+    os.replace(tmp, path)
     return path.stat().st_size
 
 
-def make_folder(folder: Path, n: int, procs: int) -> dict:
-    """n JPEGs in sub-folders of 1,000 (kept: made once per size)."""
-    done = folder / ".complete"
+def _image_path(folder: Path, i: int) -> Path:
+    return folder / f"{i // 1000:04d}" / f"{i:07d}.jpg"
+
+
+def folder_name(n: int, distinct: int | None) -> str:
+    return f"jpeg-{n}" if distinct is None or distinct >= n else f"jpeg-{n}-distinct-{distinct}"
+
+
+def make_folder(folder: Path, n: int, procs: int, distinct: int | None = None) -> dict:
+    """n JPEG names in sub-folders of 1,000, of which the first k = min(distinct, n) are made with
+    `_make_image` and the others are hard links to them (name i -> name i mod k). Made once per
+    (n, k): `.complete` marks a finished folder; an unfinished one (`.building` holds its n and k)
+    continues where it stopped, and a folder of another build is made again from scratch."""
+    k = min(distinct or n, n)
+    want = {"images": n, "distinct": k}
+    done, building = folder / ".complete", folder / ".building"
     if done.is_file():
-        return json.loads(done.read_text())
+        info = json.loads(done.read_text())
+        if info.get("images") == n and info.get("distinct", info.get("images")) == k:
+            return {**info, "distinct": k, "reused": True}
+    if folder.exists():
+        try:
+            same = json.loads(building.read_text()) == want
+        except (OSError, ValueError):
+            same = False
+        if not same:  # finished for another n or k, or made by an older version of this script
+            print(f"  {folder} is of another build; making it again", flush=True)
+            shutil.rmtree(folder)
+    if -(-n // k) > MAX_LINKS:
+        raise SystemExit(f"--distinct {k} gives {-(-n // k)} names per file for {n} images; ext4 allows "
+                         f"{MAX_LINKS}: pass --distinct >= {-(-n // MAX_LINKS)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    building.write_text(json.dumps(want))
     t0 = time.perf_counter()
-    jobs = []
-    for i in range(n):
-        sub = folder / f"{i // 1000:04d}"
-        sub.mkdir(parents=True, exist_ok=True)
-        jobs.append((sub / f"{i:07d}.jpg", i))
-    with Pool(procs) as pool:
-        sizes = pool.map(_make_image, jobs, chunksize=64)
-    info = {"images": n, "bytes": int(sum(sizes)), "seconds": round(time.perf_counter() - t0, 1)}
+    for sub in range(-(-n // 1000)):
+        (folder / f"{sub:04d}").mkdir(exist_ok=True)
+    jobs = [(_image_path(folder, i), i) for i in range(k) if not _image_path(folder, i).is_file()]
+    if jobs:
+        with Pool(procs) as pool:
+            pool.map(_make_image, jobs, chunksize=64)
+    made_s = time.perf_counter() - t0
+    sizes = [_image_path(folder, i).stat().st_size for i in range(k)]
+    for i in range(k, n):  # a link is made whole or not at all: an interrupted run's links stand
+        try:
+            os.link(_image_path(folder, i % k), _image_path(folder, i))
+        except FileExistsError:
+            pass
+    info = {"images": n, "distinct": k, "bytes": int(sum(sizes) * (n // k) + sum(sizes[: n % k])),
+            "distinct_bytes": int(sum(sizes)), "seconds": round(time.perf_counter() - t0, 1),
+            "jpeg_seconds": round(made_s, 1), "jpegs_made": len(jobs)}
     done.write_text(json.dumps(info))
+    building.unlink()
     return info
 
 
-def du(path: Path) -> int:
-    """Bytes on disk (allocated blocks, so a sparse file counts what it holds)."""
-    total = 0
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        if p.is_file():
-            total += p.stat().st_blocks * 512
+def du(path: Path, each_file_once: bool = False) -> int:
+    """Bytes on disk (allocated blocks, so a sparse file counts what it holds). Every name counts,
+    so a file with several hard links counts several times, unless `each_file_once`."""
+    if not path.is_dir():
+        return path.stat().st_blocks * 512 if path.is_file() else 0
+    total, seen = 0, set()
+    for folder, _, names in os.walk(path):
+        for name in names:
+            st = os.lstat(os.path.join(folder, name))
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if each_file_once:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
     return total
 
 
@@ -100,7 +179,71 @@ def run_prepare(folder: Path, out: Path, image_size: int, work: Path) -> dict:
     m = json.loads((out / "dataset.json").read_text())
     return {"images": m["count"], "wall_s": round(wall, 1), "decode_s": m["seconds"],
             "images_per_s": round(m["count"] / wall, 1), "images_per_s_decoding": m["images_per_second"],
-            "prepared_bytes": du(out), "jpeg_bytes": du(folder)}
+            "prepared_bytes": du(out), "jpeg_bytes": du(folder), "jpeg_bytes_on_disk": du(folder, each_file_once=True)}
+
+
+def _tile_array(src: np.ndarray, path: Path, n: int, chunk_bytes: int = 64 * 2**20) -> None:
+    """A .npy file of `n` rows: src's rows repeated (row i = src[i mod len(src)]), written a chunk at
+    a time (never n rows in memory)."""
+    row = int(np.prod(src.shape[1:], dtype=np.int64)) * src.dtype.itemsize
+    step = max(1, chunk_bytes // max(row, 1))
+    header = {"descr": np.lib.format.dtype_to_descr(src.dtype), "fortran_order": False, "shape": (n, *src.shape[1:])}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        i = 0
+        while i < n:
+            j = i % len(src)
+            take = min(step, n - i, len(src) - j)
+            f.write(np.ascontiguousarray(src[j:j + take]).tobytes())
+            i += take
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def tile_prepared(small: Path, out: Path, n: int, folder: Path, command: str) -> dict:
+    """A prepared folder of n images made from the prepared folder `small` by repeating its rows,
+    finished by dcgan.prepare's own writer (fingerprint and dataset.json); kept while `small`'s
+    fingerprint is the same. Built as <out>.partial and renamed, so `out` is complete or absent."""
+    from dcgan.prepare import IMAGES, LABELS, MANIFEST, _finish, read_manifest
+
+    sm = read_manifest(small)
+    base = int(sm["count"])
+    origin = {"path": os.path.realpath(small), "count": base, "fingerprint": sm["fingerprint"]}
+    reused, t0 = False, time.perf_counter()
+    try:
+        m = read_manifest(out)
+        reused = int(m["count"]) == n and m["source"].get("tiled_from") == origin
+    except Exception:  # absent, unfinished or not this: made again
+        m = None
+    if not reused:
+        if out.exists():
+            shutil.rmtree(out)
+        part = out.with_name(out.name + ".partial")
+        if part.exists():
+            shutil.rmtree(part)
+        part.mkdir(parents=True)
+        images = np.load(small / IMAGES, mmap_mode="r")
+        need = n * images[0].nbytes + (8 * n if sm["labels"] else 0)
+        if need > shutil.disk_usage(part).free:
+            raise SystemExit(f"tiling {n} images into {part} needs {need / 1e9:.1f} GB; its disk has "
+                             f"{shutil.disk_usage(part).free / 1e9:.1f} GB free")
+        _tile_array(images, part / IMAGES, n)
+        labelled = bool(sm["labels"])
+        if labelled:
+            _tile_array(np.load(small / LABELS, mmap_mode="r"), part / LABELS, n)
+        del images
+        state = {"key": {**sm["source"], "images": n, "tiled_from": origin},
+                 "settings": {"image_size": sm["image_size"], "channels": sm["channels"]},
+                 "next": n, "written": n, "skipped": 0, "first_failure": None,
+                 "seconds": time.perf_counter() - t0}
+        m = _finish(part, state, (n, *sm["shape"][1:]), labelled, command)
+        os.rename(part, out)
+        assert (out / MANIFEST).is_file()
+    return {"images": n, "tiled_from": base, "tiled_from_fingerprint": sm["fingerprint"], "reused": reused,
+            "tile_s": None if reused else round(time.perf_counter() - t0, 1),
+            "wall_s": None, "decode_s": None, "images_per_s": None, "images_per_s_decoding": None,
+            "fingerprint": m["fingerprint"], "prepared_bytes": du(out), "jpeg_bytes": du(folder),
+            "jpeg_bytes_on_disk": du(folder, each_file_once=True)}
 
 
 def _tree_memory(pid: int) -> dict[str, int]:
@@ -196,21 +339,45 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="steps before the memory is read")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training runs")
     ap.add_argument("--alone-seconds", type=float, default=20.0, help="how long the data path runs alone")
+    ap.add_argument("--distinct", type=int, default=None, metavar="K",
+                    help="distinct JPEGs per folder, the other names hard links to them (default: all distinct)")
+    ap.add_argument("--prepare-max", type=int, default=None, metavar="M",
+                    help="run `dcgan prepare` only for sizes <= M; larger sizes repeat the rows of the largest "
+                         "of those (default: prepare every size)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/dcgan-bench-data"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results-data.json")
     args = ap.parse_args()
+    if args.distinct is not None and args.distinct < 1:
+        ap.error("--distinct must be at least 1")
+    sizes = sorted(set(args.sizes))
+    if args.prepare_max is not None and not any(n <= args.prepare_max for n in sizes):
+        ap.error(f"--prepare-max {args.prepare_max}: no size is that small, so there is nothing to tile from")
+    for n in sizes:
+        k = min(args.distinct or n, n)
+        if -(-n // k) > MAX_LINKS:
+            ap.error(f"--distinct {k} gives {-(-n // k)} names per file for {n} images; ext4 allows {MAX_LINKS}")
     procs = len(os.sched_getaffinity(0))
     results = {"machine": {"cpus": procs, "platform": platform.platform(), "python": platform.python_version(),
                            "load_avg_start": os.getloadavg()},
                "settings": {"image_size": args.image_size, "channels": 3, "batch_size": args.batch_size,
-                            "steps": args.steps, "threads": args.threads},
+                            "steps": args.steps, "threads": args.threads, "distinct": args.distinct,
+                            "prepare_max": args.prepare_max},
                "command": " ".join(["python", "bench/bench_data.py", *sys.argv[1:]]), "sizes": {}}
-    for n in args.sizes:
-        folder, prepared = args.work / f"jpeg-{n}", args.work / f"prepared-{n}-{args.image_size}"
-        print(f"[{n}] making {n} JPEGs in {folder}", flush=True)
-        row = {"jpegs": make_folder(folder, n, procs)}
-        print(f"[{n}] dcgan prepare", flush=True)
-        row["prepare"] = run_prepare(folder, prepared, args.image_size, args.work)
+    really_prepared = None  # the largest size prepared by `dcgan prepare` so far (sizes go up)
+    for n in sizes:
+        folder = args.work / folder_name(n, args.distinct)
+        prepared = args.work / f"prepared-{n}-{args.image_size}"
+        k = min(args.distinct or n, n)
+        print(f"[{n}] making {n} JPEG names ({k} distinct) in {folder}", flush=True)
+        row = {"distinct": k, "jpegs": make_folder(folder, n, procs, args.distinct)}
+        print(f"[{n}] jpegs: {row['jpegs']}", flush=True)
+        if args.prepare_max is None or n <= args.prepare_max:
+            print(f"[{n}] dcgan prepare", flush=True)
+            row["prepare"] = run_prepare(folder, prepared, args.image_size, args.work)
+            really_prepared = (n, prepared)
+        else:
+            print(f"[{n}] tiling the rows of the {really_prepared[0]}-image prepared folder", flush=True)
+            row["prepare"] = tile_prepared(really_prepared[1], prepared, n, folder, results["command"])
         print(f"[{n}] prepare: {row['prepare']}", flush=True)
         common = {"image_size": args.image_size, "channels": 3, "cache_dir": str(args.work / "cache")}
         sources = {"prepared": {"name": "prepared", "root": str(prepared), **common},

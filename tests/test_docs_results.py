@@ -66,6 +66,28 @@ def test_doc_table_is_rendered_from_its_committed_results(table, doc):
     assert table.command in section  # the command that wrote the results file stands next to the table
 
 
+def _scripts_named(command: str) -> set[str]:
+    return set(re.findall(r"bench/\w+\.py", command)) - {"bench/render_docs.py"}
+
+
+def test_every_command_next_to_a_table_names_a_script_of_the_tree():
+    named = {s for t in RENDER_DOCS.TABLES for s in _scripts_named(t.command)}
+    assert named, "no bench script is named"
+    assert [s for s in sorted(named) if not (ROOT / s).is_file()] == []
+
+
+@pytest.mark.slow  # one interpreter per script: about 2 s each
+@pytest.mark.parametrize("script", sorted({s for t in RENDER_DOCS.TABLES for s in _scripts_named(t.command)}))
+def test_the_scripts_behind_the_tables_still_start(script):
+    """A results file can only be written again while its script runs: each parses --help."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage:" in out.stdout
+
+
 def test_each_marker_in_the_docs_has_a_table():
     """A marked section nobody renders would go stale unseen."""
     known = {t.name for t in RENDER_DOCS.TABLES} | {"quality-results"}
