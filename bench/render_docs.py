@@ -113,17 +113,25 @@ def render_data(res: dict) -> str:
         pre, p, f = r["prepare"], r["prepared"], r["folder_streamed"]
         mem = [x["train"]["memory_after_steps"] for x in (p, f)]
         check = r["folder_startup_check_before"]
+        distinct = r.get("distinct", int(size))
+        linked = f" ({distinct:,} distinct JPEGs, the other names hard links)" if distinct < int(size) else ""
+        rate = (f"- (not prepared: the {pre['tiled_from']:,}-image prepared rows, repeated)" if pre.get("tiled_from")
+                else f"{pre['images_per_s']} / {pre['images_per_s_decoding']}")
+        jpeg_note = (f" ({_mb(pre['jpeg_bytes_on_disk'])} on disk with the links)"
+                     if pre.get("jpeg_bytes_on_disk", pre["jpeg_bytes"]) != pre["jpeg_bytes"] else "")
         out += [
-            f"| {int(size):,} images, {s['image_size']} px {'RGB' if s['channels'] == 3 else 'grey'} | prepared | "
-            f"folder, streamed (\"before\") |",
+            f"| {int(size):,} images{linked}, {s['image_size']} px {'RGB' if s['channels'] == 3 else 'grey'} | "
+            f"prepared | folder, streamed (\"before\") |",
             "|---|---|---|",
-            f"| prepare: images/s (wall, with start-up / decoding only) | {pre['images_per_s']} / "
-            f"{pre['images_per_s_decoding']} | - |",
-            f"| disk | {_mb(pre['prepared_bytes'])} (`images.npy`) vs {_mb(pre['jpeg_bytes'])} of JPEGs | "
+            f"| prepare: images/s (wall, with start-up / decoding only) | {rate} | - |",
+            f"| disk | {_mb(pre['prepared_bytes'])} (`images.npy`) vs {_mb(pre['jpeg_bytes'])} of JPEGs{jpeg_note} | "
             f"{_mb(pre['jpeg_bytes'])} |",
             f"| data path alone, images/s | {_num(p['data_alone']['images_per_s'], 0)} "
             f"({p['data_alone']['workers']} workers) | {_num(f['data_alone']['images_per_s'], 0)} "
             f"({f['data_alone']['workers']} workers) |",
+            f"| data path alone / what the training step consumes | "
+            f"{p['data_alone']['images_per_s'] / p['train']['train_images_per_s']:,.0f}x | "
+            f"{f['data_alone']['images_per_s'] / f['train']['train_images_per_s']:,.0f}x |",
             f"| `dcgan train`: start to end of first step | {p['train']['first_step_s']} s | "
             f"{f['train']['first_step_s']} s |",
             f"| `dcgan train`: images/s (batch {s['batch_size']}) | {p['train']['train_images_per_s']} | "
@@ -260,6 +268,66 @@ def render_eval_nn(res: dict) -> str:
     for space, title in (("feature", f"{nn['features']} features"), ("pixel", "pixels (L2 on [-1, 1])")):
         out.append(f"| {title} | {nn[f'median_sample_{space}']:.2f} | {nn[f'median_heldout_{space}']:.2f} | "
                    f"{100 * nn[f'frac_below_heldout_p1_{space}']:.1f}% |")
+    return "\n".join(out)
+
+
+def render_paper_ablations(res: dict) -> str:
+    """Trained D against the same D at random init, per ablation row (bench/paper_ablations.py): test
+    accuracy with all labels of the pool and with 100 per class (mean +- std over the draws)."""
+    out = ["| variant | dims | trained D, full labels | random D, full labels | gap | trained D, 100 per class | "
+           "random D, 100 per class | gap |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in res["rows"].values():
+        feats = row["features"]
+        acc = {(r["method"], r["mode"]): r for r in feats["rows"]}
+        labels = f"{feats['options']['num_train']:,} labels"
+        cells = [f"{row['label']}, step {row['step']}", str(acc[("dcgan", "full")]["dims"])]
+        for mode in ("full", "few"):
+            if ("dcgan", mode) not in acc:
+                cells += ["-", "-", "-"]
+                continue
+            t, r = acc[("dcgan", mode)], acc[("random_d", mode)]
+            fmt = (lambda x: f"{100 * x['accuracy']:.2f}%") if mode == "full" else \
+                (lambda x: f"{100 * x['accuracy']:.2f} +- {100 * x['std']:.2f}")
+            cells += [fmt(t), fmt(r), f"{100 * (t['accuracy'] - r['accuracy']):+.2f}"]
+        if ("pixels", "full") in acc:
+            cells[0] += f" (raw pixels: {100 * acc[('pixels', 'full')]['accuracy']:.2f}%)"
+        cells[2] += f" ({labels})" if feats["options"]["num_train"] != 10_000 else ""
+        out.append("| " + " | ".join(cells) + " |")
+    m = res["machine"]
+    opts = next(iter(res["rows"].values()))["features"]["options"]
+    out += ["", f"Each row: seed 0, a {opts['num_test']:,}-image test set, {opts['num_val']:,} validation images to "
+            f"pick C; full labels = a labelled pool of {opts['num_train']:,} training images (where the row does not "
+            f"say otherwise), or {opts['draws']} draws of 100 labels per class from it; {m['cpu']}, "
+            f"{m['threads']} thread(s), {m['date']}."]
+    return "\n".join(out)
+
+
+def render_costs(costs: dict, demo: list[dict]) -> str:
+    """README's table of what each first command costs (bench/costs.py; the demo from its run's metrics.jsonl)."""
+    ins, q, clf = costs["install"], costs["quick"], costs["classifier"]
+    train = [r for r in demo if r.get("kind") == "train"]
+    minutes = (demo[-1]["time"] - demo[0]["time"]) / 60
+    images = train[-1]["step"] * 128
+    mean = sum(r["images_per_s"] for r in train) / len(train)
+    rows = [
+        ("first `make ...`", "creates `.venv` and installs the package with torch",
+         f"{ins['venv_bytes'] / 1e9:.1f} GB on disk (pip's default torch for Linux carries CUDA); "
+         f"{ins['seconds'] / 60:.1f} minutes for `git clone` + `make venv` here, torch from the local package mirror"),
+        ("`make quick`", "[`configs/fashion_mnist_quick.yaml`](configs/fashion_mnist_quick.yaml): 300 steps of batch 32 "
+         "(9,600 images), scored at steps 150 and 300 on 2,000 samples",
+         f"{q['seconds']:.0f} s, start to exit, with the data cache and the classifier already made "
+         f"({q['images_per_s']:.0f} images/s logged at batch 32)"),
+        ("`make demo`", "[`configs/fashion_mnist.yaml`](configs/fashion_mnist.yaml): 3 epochs = 1,404 steps of batch "
+         "128, scored every 200 steps on 5,000 samples",
+         f"{images:,} images: {minutes:.0f} minutes for the run of docs/evaluation.md ({mean:.0f} images/s on average)"),
+        ("once per machine and dataset", "decoding Fashion-MNIST into the cache, and training the evaluation "
+         "classifier (2 epochs)",
+         f"{clf['seconds']:.0f} s for `dcgan classifier` into an empty cache, {clf['train_seconds']:.0f} s of it "
+         f"training ({100 * clf['test_accuracy']:.2f}% test accuracy)"),
+    ]
+    out = ["| command | what it does | cost |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    loads = ", ".join(f"{k} {costs[k]['load_avg_start']}" for k in ("install", "quick", "classifier"))
+    out += ["", f"Measured on {ins['machine']}, {ins['date']} (load average at the start: {loads})."]
     return "\n".join(out)
 
 
@@ -435,6 +503,9 @@ TABLES = (
     Table("eval-rows", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_rows, EVAL_TABLES),
     Table("eval-full", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_full, EVAL_TABLES),
     Table("eval-nn", ("docs/evaluation.md",), ("bench/results-eval.json",), render_eval_nn, EVAL_TABLES),
+    Table("paper-ablations", ("docs/paper.md",), ("bench/results-paper-ablations.json",), render_paper_ablations,
+          ".venv/bin/python bench/paper_ablations.py --reference runs/eval-fmnist --long "
+          "~/.cache/dcgan/quality-runs/paper-s0 --wide runs/ndf128 --out bench/results-paper-ablations.json"),
     Table("share-card", ("docs/sharing.md",), ("bench/results-share-card.json",), render_model_card,
           "dcgan export --checkpoint runs/eval-fmnist --out exports/fmnist --format safetensors,onnx (the make demo "
           "run of docs/evaluation.md), its training.json copied to bench/results-share-card.json"),
