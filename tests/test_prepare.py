@@ -117,6 +117,27 @@ def test_prepared_source_keys_caches_and_reads_in_memory(folder, tmp_path):
     assert always.memory is not None and always.mapped is None
 
 
+def test_the_mapped_array_is_advised_random_access(folder, tmp_path, monkeypatch):
+    """Training gathers shuffled rows: the map is opened with MADV_RANDOM (no read-ahead around each
+    fault), on both mapping modes; it reads the same bytes, and a platform without madvise is fine."""
+    import mmap
+
+    from dcgan import prepared
+
+    c = data_cfg(folder, tmp_path)
+    prep.prepare(c, tmp_path / "out", workers=0, progress=False)
+    advised = []
+    real = prepared.advise_random
+    monkeypatch.setattr(prepared, "advise_random", lambda a: advised.append(real(a)) or advised[-1])
+    for mode in ("r", "c"):
+        opened = prepared.open_prepared(as_prepared(c, tmp_path / "out"), mode=mode)
+        assert np.array_equal(opened.images[:5], np.load(tmp_path / "out" / "images.npy")[:5])
+    assert advised == [hasattr(mmap, "MADV_RANDOM")] * 2
+    monkeypatch.delattr(mmap, "MADV_RANDOM", raising=False)
+    assert real(np.load(tmp_path / "out" / "images.npy", mmap_mode="r")) is False
+    assert real(np.zeros(3)) is False  # not a map
+
+
 def test_lsun_lmdb_of_two_categories_prepares_with_labels(tmp_path, monkeypatch):
     lmdb = pytest.importorskip("lmdb")
     monkeypatch.chdir(tmp_path)  # torchvision's LSUN writes its key cache into the working directory

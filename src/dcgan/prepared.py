@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,26 @@ def _open_array(path: Path, name: str, want_shape: tuple[int, ...], want_dtype: 
                         f"{_fix(path)}")
     if want_shape[0] == 0:
         return np.zeros(want_shape, want_dtype)
-    return np.load(file, mmap_mode=mode)
+    array = np.load(file, mmap_mode=mode)
+    advise_random(array)
+    return array
+
+
+def advise_random(array: np.ndarray) -> bool:
+    """Tell the kernel that a memory-mapped array is read at random (training gathers shuffled
+    rows): no read-ahead around each page fault. Without it, a row of an array larger than the
+    page cache pulls in its 128 KB+ neighbourhood from disk, and the data path slows to the disk's
+    pace (BENCHMARKS.md, "Data path", the 1M-image row). False where the platform or the array has
+    no madvise (then nothing changes)."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mmap.mmap (numpy keeps it there)
+    advice = getattr(mmap, "MADV_RANDOM", None)
+    if mapping is None or advice is None or not hasattr(mapping, "madvise"):
+        return False
+    try:
+        mapping.madvise(advice)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def open_prepared(cfg: DataConfig, split: str | None = None, *, mode: str = "r") -> Prepared:
