@@ -469,6 +469,9 @@ TABLES = (
     Table("bench-data", ("BENCHMARKS.md",), ("bench/results-data.json",), render_data,
           "python bench/bench_data.py --sizes 2000 5000 --steps 30 --batch-size 16 --alone-seconds 10 "
           "--work /tmp/dcgan-bench-data --out bench/results-data.json"),
+    Table("bench-data-scale", ("BENCHMARKS.md",), ("bench/results-data-scale.json",), render_data,
+          "python bench/bench_data.py --sizes 100000 1000000 --distinct 2000 --prepare-max 100000 --batch-size 64 "
+          "--steps 100 --work /root/dcgan-bench-data --out bench/results-data-scale.json"),
     Table("paper-features", ("README.md", "docs/paper.md"), ("docs/paper_report/results.json",),
           render_paper_features,
           "dcgan paper report --checkpoint /tmp/paper-ref/checkpoints/last.pt --out docs/paper_report"),
