@@ -306,7 +306,8 @@ def render_costs(costs: dict, demo: list[dict]) -> str:
     """README's table of what each first command costs (bench/costs.py; the demo from its run's metrics.jsonl)."""
     ins, q, clf = costs["install"], costs["quick"], costs["classifier"]
     train = [r for r in demo if r.get("kind") == "train"]
-    minutes = (demo[-1]["time"] - demo[0]["time"]) / 60
+    times = [r["time"] for r in demo if "time" in r]  # from the start record to the last timed one
+    minutes = (max(times) - min(times)) / 60
     images = train[-1]["step"] * 128
     mean = sum(r["images_per_s"] for r in train) / len(train)
     rows = [
@@ -509,6 +510,9 @@ TABLES = (
     Table("paper-ablations", ("docs/paper.md",), ("bench/results-paper-ablations.json",), render_paper_ablations,
           ".venv/bin/python bench/paper_ablations.py --reference runs/eval-fmnist --long "
           "~/.cache/dcgan/quality-runs/paper-s0 --wide runs/ndf128 --out bench/results-paper-ablations.json"),
+    Table("costs", ("README.md",), ("bench/results-costs.json", "bench/results-demo.jsonl"), render_costs,
+          ".venv/bin/python bench/costs.py --parts install quick classifier --work /tmp/dcgan-costs "
+          "--out bench/results-costs.json; the demo row from bench/results-demo.jsonl"),
     Table("share-card", ("docs/sharing.md",), ("bench/results-share-card.json",), render_model_card,
           "dcgan export --checkpoint runs/eval-fmnist --out exports/fmnist --format safetensors,onnx (the make demo "
           "run of docs/evaluation.md), its training.json copied to bench/results-share-card.json"),
