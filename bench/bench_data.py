@@ -113,9 +113,6 @@ def make_folder(folder: Path, n: int, procs: int, distinct: int | None = None) -
         if not same:  # finished for another n or k, or made by an older version of this script
             print(f"  {folder} is of another build; making it again", flush=True)
             shutil.rmtree(folder)
-    if -(-n // k) > MAX_LINKS:
-        raise SystemExit(f"--distinct {k} gives {-(-n // k)} names per file for {n} images; ext4 allows "
-                         f"{MAX_LINKS}: pass --distinct >= {-(-n // MAX_LINKS)}")
     folder.mkdir(parents=True, exist_ok=True)
     building.write_text(json.dumps(want))
     t0 = time.perf_counter()
@@ -140,23 +137,28 @@ def make_folder(folder: Path, n: int, procs: int, distinct: int | None = None) -
     return info
 
 
-def du(path: Path, each_file_once: bool = False) -> int:
-    """Bytes on disk (allocated blocks, so a sparse file counts what it holds). Every name counts,
-    so a file with several hard links counts several times, unless `each_file_once`."""
+def du(path: Path) -> tuple[int, int]:
+    """Bytes on disk (allocated blocks, so a sparse file counts what it holds), in one walk: counting
+    every name (a file with several hard links counts several times), and counting each file once."""
     if not path.is_dir():
-        return path.stat().st_blocks * 512 if path.is_file() else 0
-    total, seen = 0, set()
+        size = path.stat().st_blocks * 512 if path.is_file() else 0
+        return size, size
+    every, once, seen = 0, 0, set()
     for folder, _, names in os.walk(path):
         for name in names:
             st = os.lstat(os.path.join(folder, name))
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if each_file_once:
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
+            every += st.st_blocks * 512
+            if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-    return total
+                once += st.st_blocks * 512
+    return every, once
+
+
+def jpeg_disk(folder: Path) -> dict[str, int]:
+    every, once = du(folder)
+    return {"jpeg_bytes": every, "jpeg_bytes_on_disk": once}
 
 
 def env(threads: int) -> dict[str, str]:
@@ -179,7 +181,7 @@ def run_prepare(folder: Path, out: Path, image_size: int, work: Path) -> dict:
     m = json.loads((out / "dataset.json").read_text())
     return {"images": m["count"], "wall_s": round(wall, 1), "decode_s": m["seconds"],
             "images_per_s": round(m["count"] / wall, 1), "images_per_s_decoding": m["images_per_second"],
-            "prepared_bytes": du(out), "jpeg_bytes": du(folder), "jpeg_bytes_on_disk": du(folder, each_file_once=True)}
+            "prepared_bytes": du(out)[0], **jpeg_disk(folder)}
 
 
 def _tile_array(src: np.ndarray, path: Path, n: int, chunk_bytes: int = 64 * 2**20) -> None:
@@ -242,8 +244,7 @@ def tile_prepared(small: Path, out: Path, n: int, folder: Path, command: str) ->
     return {"images": n, "tiled_from": base, "tiled_from_fingerprint": sm["fingerprint"], "reused": reused,
             "tile_s": None if reused else round(time.perf_counter() - t0, 1),
             "wall_s": None, "decode_s": None, "images_per_s": None, "images_per_s_decoding": None,
-            "fingerprint": m["fingerprint"], "prepared_bytes": du(out), "jpeg_bytes": du(folder),
-            "jpeg_bytes_on_disk": du(folder, each_file_once=True)}
+            "fingerprint": m["fingerprint"], "prepared_bytes": du(out)[0], **jpeg_disk(folder)}
 
 
 def _tree_memory(pid: int) -> dict[str, int]:
@@ -355,7 +356,8 @@ def main() -> None:
     for n in sizes:
         k = min(args.distinct or n, n)
         if -(-n // k) > MAX_LINKS:
-            ap.error(f"--distinct {k} gives {-(-n // k)} names per file for {n} images; ext4 allows {MAX_LINKS}")
+            ap.error(f"--distinct {k} gives {-(-n // k)} names per file for {n} images; ext4 allows {MAX_LINKS}: "
+                     f"pass --distinct >= {-(-n // MAX_LINKS)}")
     procs = len(os.sched_getaffinity(0))
     results = {"machine": {"cpus": procs, "platform": platform.platform(), "python": platform.python_version(),
                            "load_avg_start": os.getloadavg()},

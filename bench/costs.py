@@ -39,9 +39,9 @@ def du(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return round(time.perf_counter() - t, 1), out.stdout + out.stderr

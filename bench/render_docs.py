@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_IMAGES = 1404 * 128  # configs/fashion_mnist.yaml: 3 epochs of 468 steps, batch 128
 
 
 def begin(name: str) -> str:
@@ -199,6 +198,11 @@ def render_hostile(res: dict) -> str:
 # --- BENCHMARKS.md: precision, data-parallel and the explorer (timings, still to be committed) ---------
 
 
+def images_shown(records: list[dict]) -> int:
+    """Images a run trained on: its last train record's kimg (metrics.jsonl)."""
+    return round([r for r in records if r.get("kind") == "train"][-1]["kimg"] * 1000)
+
+
 def render_precision(bench: dict, *runs: list[dict]) -> str:
     """Step throughput per precision (bench_train.py) and, per whole `make demo` run given (its
     metrics.jsonl, in the order of `bench`'s precisions), the best fd_clf; a precision without a run
@@ -213,7 +217,7 @@ def render_precision(bench: dict, *runs: list[dict]) -> str:
             best = min(evals, key=lambda x: x["fd_clf"])
             score = f"{best['fd_clf']:.2f} ({best['step']})"
         else:
-            hours = DEMO_IMAGES / r["images_per_s"] / 3600
+            hours = images_shown(runs[0]) / r["images_per_s"] / 3600  # a run as long as the fp32 one
             score = f"not run (about {hours:.1f} h at this rate)"
         out.append(f"| {r['precision']} | {r['images_per_s']:.1f} | {r['images_per_s'] / fp32:.2f}x | {score} |")
     return "\n".join(out)
@@ -308,7 +312,7 @@ def render_costs(costs: dict, demo: list[dict]) -> str:
     train = [r for r in demo if r.get("kind") == "train"]
     times = [r["time"] for r in demo if "time" in r]  # from the start record to the last timed one
     minutes = (max(times) - min(times)) / 60
-    images = train[-1]["step"] * 128
+    images = images_shown(demo)
     mean = sum(r["images_per_s"] for r in train) / len(train)
     rows = [
         ("first `make ...`", "creates `.venv` and installs the package with torch",

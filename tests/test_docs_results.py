@@ -114,7 +114,7 @@ def test_renderers_render_the_shape_their_scripts_write():
     both = {"rows": [{**r, "channels_last": cl} for r in compiled["rows"] for cl in (False, True)]}
     both["rows"][0]["impl"] = both["rows"][1]["impl"] = "dcgan"
     assert RENDER_DOCS.render_channels_last(both).startswith("| size | ch | dcgan, contiguous")
-    run = [{"kind": "train", "step": 2, "images_per_s": 10.0}, {"kind": "eval", "step": 2, "fd_clf": 5.0},
+    run = [{"kind": "train", "step": 1404, "kimg": 179.712, "images_per_s": 10.0}, {"kind": "eval", "step": 2, "fd_clf": 5.0},
            {"kind": "eval", "step": 4, "fd_clf": 3.0}]
     precision = {"rows": [{"impl": "dcgan", "precision": p, "images_per_s": v} for p, v in (("fp32", 200.0), ("bf16", 8.0))]}
     text = RENDER_DOCS.render_precision(precision, run)
