@@ -29,14 +29,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-from profile_step import cpu_model  # a sibling script: bench/ is on sys.path when run as a script
+from bench_data import du  # sibling scripts: bench/ is on sys.path when run as a script
+from profile_step import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def du(path: Path) -> int:
-    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[0])
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
@@ -52,8 +48,8 @@ def install(work: Path) -> dict:
     if clone.exists():
         shutil.rmtree(clone)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    seconds, _ = timed(["make", "venv"], clone)
-    return {"seconds": seconds, "venv_bytes": du(clone / ".venv"), "command": "git clone; make venv"}
+    seconds, _ = timed(["make", "venv"], clone)  # venv_bytes: blocks on disk, each hard-linked file once
+    return {"seconds": seconds, "venv_bytes": du(clone / ".venv")[1], "command": "git clone; make venv"}
 
 
 def quick(work: Path) -> dict:
