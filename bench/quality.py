@@ -100,22 +100,29 @@ def checkpoint_step(path: Path) -> int | None:
     return int(load_checkpoint(path)["step"])
 
 
-def train_run(variant: str, seed: int, steps: int, every: int, run_dir: Path) -> float:
-    """Train (or continue) one run to `steps`; returns the seconds spent in this call."""
+def train_run(variant: str, seed: int, steps: int, every: int, run_dir: Path) -> tuple[float, bool]:
+    """Train (or continue) one run to `steps`; returns the seconds spent in this call and whether the
+    run got there (False when Ctrl-C or SIGTERM stopped it: it saved last.pt and continues next time)."""
     from dcgan.train import train
 
     last = run_dir / "checkpoints" / "last.pt"
     done = checkpoint_step(last)
     if done is not None and done >= steps:
-        return 0.0
+        return 0.0, True
     t0 = time.perf_counter()
     if done is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first checkpoint: start again
-        train(load_config(variant, run_overrides(variant, steps, every, seed)), run_dir=run_dir)
+        result = train(load_config(variant, run_overrides(variant, steps, every, seed)), run_dir=run_dir)
     else:
         print(f"{variant} seed {seed}: continuing from step {done}", flush=True)
-        train(resume=run_dir)
-    return time.perf_counter() - t0
+        result = train(resume=run_dir)
+    return time.perf_counter() - t0, result.status == "done"
+
+
+def on_grid(step: int, every: int, steps: int) -> bool:
+    """Whether the protocol scores a checkpoint of this step: every `every` steps and the last one
+    (a last.pt written by a stop in between is only where the run continues from)."""
+    return step % every == 0 or step == steps
 
 
 # --- scoring ----------------------------------------------------------------------------------------
@@ -164,14 +171,14 @@ def save_samples(G: torch.nn.Module, path: Path) -> None:
     save_grid(generate(G, z), path, nrow=6)
 
 
-def score_run(entry: dict, run_dir: Path, evaluator, out: Path, save) -> None:
-    """Score every kept checkpoint of a run not scored yet, saving after each."""
+def score_run(entry: dict, run_dir: Path, evaluator, out: Path, save, every: int) -> None:
+    """Score every kept checkpoint of a run on the protocol's grid not scored yet, saving after each."""
     from dcgan.checkpoint import load_checkpoint
 
     scored = {e["step"] for e in entry["evals"]}
     for path in sorted((run_dir / "checkpoints").glob("step-*.pt")) + [run_dir / "checkpoints" / "last.pt"]:
         ck = load_checkpoint(path)
-        if ck["step"] in scored:
+        if ck["step"] in scored or not on_grid(ck["step"], every, entry["steps"]):
             continue
         gens = generators(ck)
         main_g = gens.get("live") or gens["average"]
@@ -477,12 +484,17 @@ def main() -> None:
                          images_per_step=cfg.train.batch_size * cfg.train.d_steps)
             data["runs"][key] = entry
             mine.add(key)
-            entry["train_s"] = round(entry["train_s"] + train_run(v, seed, args.steps, args.eval_every, run_dir), 1)
+            seconds, finished = train_run(v, seed, args.steps, args.eval_every, run_dir)
+            entry["train_s"] = round(entry["train_s"] + seconds, 1)
             data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
                                f"{torch.get_num_threads()}, torch {torch.__version__}")
             save()
+            if not finished:
+                print(f"{key}: stopped at step {checkpoint_step(run_dir / 'checkpoints' / 'last.pt')}; "
+                      "run the same command again to continue", flush=True)
+                return
             evaluator = evaluator or make_evaluator()
-            score_run(entry, run_dir, evaluator, out, save)
+            score_run(entry, run_dir, evaluator, out, save, args.eval_every)
             entry["scored"] = True
             save()
             b = best(entry["evals"])

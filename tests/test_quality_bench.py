@@ -1,0 +1,46 @@
+"""bench/quality.py's bookkeeping: which checkpoints of a run the long-run protocol scores."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from dcgan.train import train
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).resolve().parents[1] / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Evaluator:
+    """Stands in for the classifier-feature evaluator: the score is the step's G output mean."""
+
+    def generate(self, G):
+        with torch.no_grad():
+            return G(torch.zeros(4, G.nz))
+
+    def score_images(self, images):
+        return {"fd_clf": float(images.mean()), "features": "test", "split": "test", "n_real": 1, "n_gen": 4,
+                "image_size": images.shape[-1]}
+
+
+def test_a_stopped_runs_last_checkpoint_is_not_scored_as_a_step_of_the_protocol(tiny_cfg, tmp_path):
+    """A run stopped between kept checkpoints (SIGTERM: last.pt at step 6) is scored at the grid's
+    steps only; once it reaches its planned length, the last step is scored too."""
+    quality = _quality()
+    assert [s for s in range(1, 11) if quality.on_grid(s, 4, 10)] == [4, 8, 10]
+    run = tmp_path / "run"
+    train(tiny_cfg(train={"max_steps": 6, "checkpoint_every": 4}), run_dir=run)
+    out = tmp_path / "out"
+    entry = {"variant": "paper", "seed": 0, "steps": 8, "images_per_step": 32, "evals": []}
+    saves = []
+    quality.score_run(entry, run, _Evaluator(), out, lambda: saves.append(1), every=4)
+    assert [e["step"] for e in entry["evals"]] == [4] and len(saves) == 1
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["paper-s0-00004.png"]
+    entry["steps"] = 6  # the same run, had 6 been its length: its end is scored, step 4 is not again
+    quality.score_run(entry, run, _Evaluator(), out, lambda: saves.append(1), every=4)
+    assert [e["step"] for e in entry["evals"]] == [4, 6] and len(saves) == 2
