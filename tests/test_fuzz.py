@@ -721,13 +721,14 @@ def test_broken_z_file(kind, command, sandbox, capsys):
 @pytest.mark.parametrize("kind, command", _file_cases(
     "test_broken_weights_file", [k for k in TENSOR_KINDS if k not in ("int_tensor", "nan_tensor")], WEIGHT_COMMANDS,
     set()))
-def test_broken_weights_file(kind, command, sandbox, capsys, monkeypatch):
+def test_broken_weights_file(kind, command, sandbox, capsys, monkeypatch, recwarn):
     path = make_tensor_file(kind, sandbox.tmp)
     argv = WEIGHT_COMMANDS[command](str(path))
     if argv[0].startswith("env:"):
         monkeypatch.setenv("DCGAN_INCEPTION_WEIGHTS", argv.pop(0)[4:])
     check(sandbox, capsys, argv, str(path), "weights", "classifier", "inception")
     assert not (sandbox.tmp / "pwned").exists(), "loading the file ran code"
+    assert not [w for w in recwarn if "indexing" in str(w.message)], "looked a key up in a tensor"
 
 
 YAML_FILES = {

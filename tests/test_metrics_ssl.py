@@ -126,6 +126,17 @@ def test_hostile_cached_encoder_is_trained_again_not_unpickled(shapes, tmp_path,
     assert enc.path == path and torch.load(path, weights_only=True)["info"]["steps"] == STEPS
 
 
+@pytest.mark.parametrize("blob", [torch.zeros(3, 7), "hello", {"weights": torch.zeros(2)}], ids=["tensor", "string", "dict"])
+def test_a_file_that_is_not_an_encoder_is_a_one_line_error(tmp_path, blob, recwarn):
+    from dcgan.errors import DCGANError
+    from dcgan.metrics.ssl import load_encoder
+
+    path = tmp_path / "encoder.pt"
+    torch.save(blob, path)
+    with pytest.raises(DCGANError, match="is not an ssl encoder written by this version"):
+        load_encoder(path)
+    assert not [w for w in recwarn if "indexing" in str(w.message)]  # no lookup into a tensor on the way
+
 def test_identical_sets_score_zero_and_noise_far(shapes):
     ev = Evaluator(["fd_ssl", "kid_ssl", "pr_ssl"], shapes.data, split="test", ssl_steps=STEPS)
     real = load_images(shapes.data, "test").images

@@ -188,6 +188,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Tra
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict):  # e.g. a bare tensor: indexing it with "info" would not be a lookup
+            raise TypeError(f"a {type(blob).__name__}, not a dict")
         info = blob["info"]
         net = Classifier(info["channels"], info["num_classes"])
         net.load_state_dict(blob["state"])

@@ -248,6 +248,8 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Traine
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict):  # e.g. a bare tensor: indexing it with "info" would not be a lookup
+            raise TypeError(f"a {type(blob).__name__}, not a dict")
         info = dict(blob["info"])
         if info.get("format") != FORMAT:
             raise ValueError("another format")
