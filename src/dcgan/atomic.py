@@ -73,6 +73,18 @@ def save_cache(obj: Any, path: str | Path, what: str) -> Path | None:
         return None
 
 
+def load_cache(path: str | Path) -> dict[str, Any]:
+    """The dict `save_cache` wrote, loaded without running code (`weights_only`). Raises for an
+    unreadable or torn file, a pickle that would run code, or a file that holds something else
+    than a dict (a bare tensor, a list): callers turn that into their own one-line error."""
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):  # e.g. a bare tensor: indexing it with a string would not be a lookup
+        raise TypeError(f"a {type(blob).__name__}, not a dict")
+    return blob
+
+
 def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     """A matplotlib figure as PNG, atomically (the format is given, the temp name has no suffix)."""
     kwargs.setdefault("format", "png")

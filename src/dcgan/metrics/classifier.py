@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import save_cache
+from ..atomic import load_cache, save_cache
 from ..config import DataConfig
 from ..data import data_fingerprint, dataset_spec, load_images
 from ..errors import DCGANError
@@ -187,9 +187,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Tra
     """A classifier file written by `dcgan classifier`, loaded without running code (weights_only)."""
     path = Path(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict):  # e.g. a bare tensor: indexing it with "info" would not be a lookup
-            raise TypeError(f"a {type(blob).__name__}, not a dict")
+        blob = load_cache(path)
         info = blob["info"]
         net = Classifier(info["channels"], info["num_classes"])
         net.load_state_dict(blob["state"])

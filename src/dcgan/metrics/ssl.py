@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..atomic import save_cache
+from ..atomic import load_cache, save_cache
 from ..config import DataConfig
 from ..data import data_fingerprint, load_images
 from ..errors import DCGANError
@@ -247,9 +247,7 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Traine
     """An encoder file written by `train_encoder`, loaded without running code (weights_only)."""
     path = Path(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict):  # e.g. a bare tensor: indexing it with "info" would not be a lookup
-            raise TypeError(f"a {type(blob).__name__}, not a dict")
+        blob = load_cache(path)
         info = dict(blob["info"])
         if info.get("format") != FORMAT:
             raise ValueError("another format")
