@@ -145,6 +145,13 @@ def test_statistics_cache_is_keyed_by_content(synth, caplog, tmp_path):
         redone = ev2.real("classifier")
     assert "ignoring unreadable statistics cache" in caplog.text and not marker.exists()
     assert np.array_equal(redone.mu, again.mu)
+    # A file that loads but holds no dict (a bare tensor) is recomputed the same way.
+    torch.save(torch.zeros(3), cached)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dcgan.metrics.evaluator"):
+        redone = Evaluator(["fd_clf"], synth.data).real("classifier")
+    assert "ignoring unreadable statistics cache" in caplog.text and "(TypeError)" in caplog.text
+    assert np.array_equal(redone.mu, again.mu)
     # A retrained classifier (same name, other weights) does not reuse the statistics.
     save_random_classifier(classifier_path(synth.data, epochs=2), seed=1)
     assert Evaluator(["fd_clf"], synth.data).net_key("classifier") != ev2.net_key("classifier")

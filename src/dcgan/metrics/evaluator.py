@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import save_cache
+from ..atomic import load_cache, save_cache
 from ..config import Config, DataConfig
 from ..data import data_fingerprint, load_images
 from ..errors import DCGANError
@@ -92,7 +92,7 @@ def _read_stats(path: Path, source: str) -> RealStats | None:
     if not path.is_file():
         return None
     try:
-        return RealStats.from_blob(torch.load(path, map_location="cpu", weights_only=True), source)
+        return RealStats.from_blob(load_cache(path), source)
     except Exception as e:  # a torn, corrupt or hostile file: recompute, never unpickle code
         log.warning("ignoring unreadable statistics cache %s (%s); computing the statistics again",
                     path, type(e).__name__)
