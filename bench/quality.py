@@ -137,6 +137,24 @@ def make_evaluator():
                      z_dist=cfg.model.z_dist)
 
 
+def check_features(evaluator, data: dict) -> None:
+    """Stop unless the classifier is the one every scored run in `data` was scored with: the same
+    weights digest, or, for records from before the digest was kept, the same test accuracy. The
+    cached classifier's weights depend on the CPU's kernels and the thread count it was trained
+    with, and fd_clf from two classifiers cannot be compared."""
+    clf = evaluator.classifier
+    mine = (clf.digest, round(float(clf.info["test_accuracy"]), 4))
+    for key, entry in data["runs"].items():
+        for e in entry.get("evals", []):
+            if e.get("clf_weights", mine[0]) != mine[0] or e.get("clf_test_accuracy", mine[1]) != mine[1]:
+                theirs = (e.get("clf_weights", "not recorded"), e.get("clf_test_accuracy"))
+                raise SystemExit(
+                    f"the evaluation classifier {clf.path} (weights {mine[0]}, test accuracy {mine[1]}) is not the "
+                    f"one {key} was scored with (weights {theirs[0]}, test accuracy {theirs[1]}), so their fd_clf "
+                    "cannot be compared; put that classifier file back, train it again the way docs/quality.md "
+                    "says, or score every run into a new --out")
+
+
 def generators(ck: dict) -> dict[str, torch.nn.Module]:
     """The G to score, by how its BN statistics were obtained: for a run without an averaged G just
     {"live": G}; with one, "average" (the averaged running statistics, as stored), "copy" (the live
@@ -190,7 +208,8 @@ def score_run(entry: dict, run_dir: Path, evaluator, out: Path, save, every: int
             rec["fd_clf_bn"] = {way: scores["fd_clf"] if way == "average" else
                                 evaluator.score_images(evaluator.generate(gens[way]))["fd_clf"] for way in BN_WAYS}
         rec["score_s"] = round(time.perf_counter() - t, 1)
-        entry["protocol_detail"] = {k: scores[k] for k in ("features", "split", "n_real", "n_gen", "image_size")}
+        entry["protocol_detail"] = {k: scores[k] for k in ("features", "clf_weights", "split", "n_real", "n_gen",
+                                                           "image_size")}
         save_samples(main_g, out / "samples" / f"{entry['variant']}-s{entry['seed']}-{ck['step']:05d}.png")
         entry["evals"].append(rec)
         entry["evals"].sort(key=lambda e: e["step"])
@@ -493,7 +512,9 @@ def main() -> None:
                 print(f"{key}: stopped at step {checkpoint_step(run_dir / 'checkpoints' / 'last.pt')}; "
                       "run the same command again to continue", flush=True)
                 return
-            evaluator = evaluator or make_evaluator()
+            if evaluator is None:
+                evaluator = make_evaluator()
+                check_features(evaluator, data)
             score_run(entry, run_dir, evaluator, out, save, args.eval_every)
             entry["scored"] = True
             save()

@@ -267,6 +267,7 @@ def test_real_splits_score_close_and_noise_far_synthetic(syn_cfg, syn_clf):
     assert real["precision_clf"] > 0.5 and noise["precision_clf"] < 0.1
     assert real["is_clf"] > noise["is_clf"]
     assert real["n_real"] == 320 and real["clf_test_accuracy"] == round(syn_clf.info["test_accuracy"], 4)
+    assert real["clf_weights"] == syn_clf.digest  # the name stays when the classifier is retrained; this does not
 
 
 def test_hostile_cached_classifier_is_trained_again_synthetic(syn_cfg, syn_clf, tmp_path, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from dcgan.train import train
@@ -24,8 +25,8 @@ class _Evaluator:
             return G(torch.zeros(4, G.nz))
 
     def score_images(self, images):
-        return {"fd_clf": float(images.mean()), "features": "test", "split": "test", "n_real": 1, "n_gen": 4,
-                "image_size": images.shape[-1]}
+        return {"fd_clf": float(images.mean()), "features": "test", "clf_weights": "0123abcd", "split": "test",
+                "n_real": 1, "n_gen": 4, "image_size": images.shape[-1]}
 
 
 def test_a_stopped_runs_last_checkpoint_is_not_scored_as_a_step_of_the_protocol(tiny_cfg, tmp_path):
@@ -44,3 +45,28 @@ def test_a_stopped_runs_last_checkpoint_is_not_scored_as_a_step_of_the_protocol(
     entry["steps"] = 6  # the same run, had 6 been its length: its end is scored, step 4 is not again
     quality.score_run(entry, run, _Evaluator(), out, lambda: saves.append(1), every=4)
     assert [e["step"] for e in entry["evals"]] == [4, 6] and len(saves) == 2
+
+
+class _Classifier:
+    digest, info, path = "0123abcd", {"test_accuracy": 0.89951}, Path("clf.pt")
+
+
+class _WithClassifier:
+    classifier = _Classifier()
+
+
+@pytest.mark.parametrize("recorded, same", [
+    ({"clf_weights": "0123abcd", "clf_test_accuracy": 0.8995}, True),
+    ({"clf_test_accuracy": 0.8995}, True),  # scored before the digest was kept: the accuracy decides
+    ({"clf_weights": "ffff0000", "clf_test_accuracy": 0.8995}, False),  # same accuracy, other weights
+    ({"clf_test_accuracy": 0.9006}, False),  # the same seed trained on other CPU kernels
+])
+def test_runs_scored_with_another_classifier_stop_the_scoring(recorded, same):
+    """fd_clf in two classifiers' features cannot be compared: scoring stops, naming both."""
+    quality = _quality()
+    data = {"runs": {"paper-s0": {"evals": [{"step": 500, "fd_clf": 11.0, **recorded}]}}}
+    if same:
+        quality.check_features(_WithClassifier(), data)
+    else:
+        with pytest.raises(SystemExit, match=r"weights 0123abcd, test accuracy 0.8995\) is not the one paper-s0 "):
+            quality.check_features(_WithClassifier(), data)

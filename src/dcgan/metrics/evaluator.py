@@ -240,7 +240,7 @@ def format_scores(scores: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, float) and k in keys)
 
 
-PROTOCOL_KEYS = ("features", "clf_test_accuracy", "split", "n_real", "n_gen", "image_size", "step",
+PROTOCOL_KEYS = ("features", "clf_test_accuracy", "clf_weights", "split", "n_real", "n_gen", "image_size", "step",
                  "checkpoint", "images")
 
 

@@ -61,7 +61,7 @@ def build_classifier(data_cfg: DataConfig, options: NetworkOptions) -> FeatureNe
     clf = options.given.get(CLASSIFIER) or get_classifier(data_cfg, seed=0, epochs=options.classifier_epochs,
                                                            device=options.device)
     return FeatureNet(clf.name, f"{clf.name}-{clf.digest}", lambda x: _features(clf(x), "features"), clf,
-                      {"clf_test_accuracy": round(float(clf.info["test_accuracy"]), 4)})
+                      {"clf_test_accuracy": round(float(clf.info["test_accuracy"]), 4), "clf_weights": clf.digest})
 
 
 def build_encoder(data_cfg: DataConfig, options: NetworkOptions) -> FeatureNet:

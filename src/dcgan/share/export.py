@@ -48,7 +48,7 @@ from ..sampling import generate, noise, save_grid
 from . import hub
 from .folder import clean_facts, marked
 
-PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test_accuracy")
+PROTOCOL_KEYS = ("features", "split", "n_real", "n_gen", "image_size", "clf_test_accuracy", "clf_weights")
 
 
 # --- the run's facts ---------------------------------------------------------------------------
