@@ -407,8 +407,27 @@ def render(data: dict, steps: int, out: Path, doc: Path, root: Path = Path("."))
     grids = [root / out / "samples" / f"{v}-s0-{steps:05d}.png" for v in ("paper", "preset")]
     if all(g.is_file() for g in grids):
         lines += [f"![the recipe and the preset at step {steps}, seed 0](figures/quality-samples.png)", ""]
-    lines += [f"Training machine: {data.get('machine', '?')}. Costs timed alone: {data.get('costs_machine', 'not yet')}."]
+    lines += [training_machines(data) + f" Costs timed alone: {data.get('costs_machine', 'not yet')}."]
     return "\n".join(lines)
+
+
+def machine() -> str:
+    """This machine and the threads torch uses now (a run's: train sets them)."""
+    return (f"{platform.machine()} CPU, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{os.cpu_count()} cores, intra-op threads: {torch.get_num_threads()}, torch {torch.__version__}")
+
+
+def training_machines(data: dict) -> str:
+    """Where the runs trained: the file's machine for runs that do not name their own (the older
+    ones), then each other machine with its runs."""
+    by: dict[str, list[str]] = {}
+    for key, entry in sorted(data["runs"].items()):
+        if entry.get("machine", data.get("machine")) != data.get("machine") and not entry.get("same_as"):
+            by.setdefault(entry["machine"], []).append(key)
+    if not by:
+        return f"Training machine: {data.get('machine', '?')}."
+    others = "; ".join(f"{m} ({', '.join(keys)})" for m, keys in by.items())
+    return f"Training machine: {data.get('machine', '?')}, except {others}."
 
 
 def report(out: Path, doc: Path, steps: int) -> None:
@@ -473,9 +492,7 @@ def main() -> None:
         for v in variants:
             data["costs"][v] = round(step_cost(v), 7)
             print(f"{v}: {data['costs'][v] * 1000:.3f} ms/image", flush=True)
-        data["costs_machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
-                                 f"{torch.get_num_threads()}, torch {torch.__version__}, median of 30 steps after 5 warm-up steps, "
-                                 "nothing else running")
+        data["costs_machine"] = f"{machine()}, median of 30 steps after 5 warm-up steps, nothing else running"
         save()
         return
     evaluator = None
@@ -505,8 +522,8 @@ def main() -> None:
             mine.add(key)
             seconds, finished = train_run(v, seed, args.steps, args.eval_every, run_dir)
             entry["train_s"] = round(entry["train_s"] + seconds, 1)
-            data["machine"] = (f"{platform.machine()} CPU, {os.cpu_count()} cores, intra-op threads: "
-                               f"{torch.get_num_threads()}, torch {torch.__version__}")
+            entry["machine"] = machine()
+            data.setdefault("machine", entry["machine"])
             save()
             if not finished:
                 print(f"{key}: stopped at step {checkpoint_step(run_dir / 'checkpoints' / 'last.pt')}; "

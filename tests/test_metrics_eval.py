@@ -256,6 +256,17 @@ def test_classifier_learns_and_is_cached_synthetic(syn_cfg, syn_clf):
     assert again.info == info and again.digest == syn_clf.digest
 
 
+def test_classifier_command_shows_the_cached_one_with_its_weights_digest_synthetic(syn_cfg, syn_clf, capsys):
+    """Retraining keeps the name, not always the weights (other CPU kernels, other thread counts):
+    the command says which weights the cache holds, as every score's clf_weights does."""
+    d = syn_cfg.data
+    assert main(["classifier", "--dataset", "fashion_mnist", "--image-size", "16", "--channels", "1",
+                 "--data-root", str(d.root), "--cache-dir", str(d.cache_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"classifier {syn_clf.name} (weights {syn_clf.digest}): test accuracy "
+                          f"{syn_clf.info['test_accuracy']:.4f} on 320 test images")
+
+
 def test_real_splits_score_close_and_noise_far_synthetic(syn_cfg, syn_clf):
     ev = Evaluator(["fd_clf", "coverage", "is_clf", "kid_clf", "pr_clf"], syn_cfg.data, split="test",
                    classifier=syn_clf, kid_subsets=10)

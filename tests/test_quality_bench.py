@@ -70,3 +70,13 @@ def test_runs_scored_with_another_classifier_stop_the_scoring(recorded, same):
     else:
         with pytest.raises(SystemExit, match=r"weights 0123abcd, test accuracy 0.8995\) is not the one paper-s0 "):
             quality.check_features(_WithClassifier(), data)
+
+
+def test_the_report_names_the_machine_of_every_run():
+    """Runs trained on another machine than the file's are named with theirs."""
+    quality = _quality()
+    data = {"machine": "AVX2 box", "runs": {"paper-s0": {}, "decay-s1": {"machine": "AVX512 box"},
+                                            "ema-s1": {"machine": "AVX2 box"}, "preset-s1": {"machine": "AVX512 box",
+                                                                                              "same_as": "r1"}}}
+    assert quality.training_machines(data) == "Training machine: AVX2 box, except AVX512 box (decay-s1)."
+    assert quality.training_machines({"machine": "AVX2 box", "runs": {"paper-s0": {}}}) == "Training machine: AVX2 box."

@@ -181,7 +181,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     clf = get_classifier(data_config(**_data_overrides(args)), split=args.split, seed=args.seed,
                          epochs=args.epochs, device=pick_device(args.device), force=args.force)
     i = clf.info
-    print(f"classifier {clf.name}: test accuracy {i['test_accuracy']:.4f} on {i['num_test']} {i['test_split']} "
+    print(f"classifier {clf.name} (weights {clf.digest}): test accuracy {i['test_accuracy']:.4f} on {i['num_test']} {i['test_split']} "
           f"images; trained {i['epochs']} epochs on {i['num_train_images']} {i['split']} images "
           f"in {i['train_seconds']} s\n  {clf.path}")
     return 0
