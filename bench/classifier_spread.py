@@ -69,6 +69,21 @@ def one(kernels: str, threads: int, checkpoints: list[str], cache: str) -> dict:
     return out
 
 
+def render(res: dict) -> str:
+    """A row per classifier, a column per checkpoint, then each checkpoint's largest / smallest."""
+    cks = list(res["checkpoints"])
+    heads = [f"{res['checkpoints'][c]['variant']} step {res['checkpoints'][c]['step']:,}" for c in cks]
+    out = ["| kernels | threads | torch capability | test accuracy | weights | " + " | ".join(
+        f"fd_clf, {h}" for h in heads) + " |", "|---|---:|---|---:|---|" + "---:|" * len(cks)]
+    for r in res["rows"]:
+        out.append(f"| {r['kernels']} | {r['threads']} | {r['cpu_capability']} | {r['test_accuracy']:.4f} | "
+                   f"`{r['weights']}` | " + " | ".join(f"{r['fd_clf'][c]:.2f}" for c in cks) + " |")
+    ratios = [max(r["fd_clf"][c] for r in res["rows"]) / min(r["fd_clf"][c] for r in res["rows"]) for c in cks]
+    out.append("| **largest / smallest** | | | | | " + " | ".join(f"**{x:.3f}x**" for x in ratios) + " |")
+    out += ["", f"{res['protocol']}. Machine: {res['machine']}."]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", action="append", required=True, help="a run's checkpoint to score (repeat)")
