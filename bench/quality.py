@@ -145,9 +145,11 @@ def check_features(evaluator, data: dict) -> None:
     clf = evaluator.classifier
     mine = (clf.digest, round(float(clf.info["test_accuracy"]), 4))
     for key, entry in data["runs"].items():
+        run_weights = entry.get("protocol_detail", {}).get("clf_weights")
         for e in entry.get("evals", []):
-            if e.get("clf_weights", mine[0]) != mine[0] or e.get("clf_test_accuracy", mine[1]) != mine[1]:
-                theirs = (e.get("clf_weights", "not recorded"), e.get("clf_test_accuracy"))
+            weights = e.get("clf_weights", run_weights)
+            if (weights or mine[0]) != mine[0] or e.get("clf_test_accuracy", mine[1]) != mine[1]:
+                theirs = (weights or "not recorded", e.get("clf_test_accuracy"))
                 raise SystemExit(
                     f"the evaluation classifier {clf.path} (weights {mine[0]}, test accuracy {mine[1]}) is not the "
                     f"one {key} was scored with (weights {theirs[0]}, test accuracy {theirs[1]}), so their fd_clf "
@@ -203,7 +205,7 @@ def score_run(entry: dict, run_dir: Path, evaluator, out: Path, save, every: int
         t = time.perf_counter()
         scores = evaluator.score_images(evaluator.generate(main_g))
         rec = {"step": ck["step"], "kimg": ck["step"] * entry["images_per_step"] / 1000,
-               **{k: v for k, v in scores.items() if isinstance(v, float)}}
+               **{k: v for k, v in scores.items() if isinstance(v, float)}, "clf_weights": scores["clf_weights"]}
         if "live" not in gens:  # the BN-statistics comparison (fd_clf only)
             rec["fd_clf_bn"] = {way: scores["fd_clf"] if way == "average" else
                                 evaluator.score_images(evaluator.generate(gens[way]))["fd_clf"] for way in BN_WAYS}

@@ -41,6 +41,7 @@ def test_a_stopped_runs_last_checkpoint_is_not_scored_as_a_step_of_the_protocol(
     saves = []
     quality.score_run(entry, run, _Evaluator(), out, lambda: saves.append(1), every=4)
     assert [e["step"] for e in entry["evals"]] == [4] and len(saves) == 1
+    assert entry["evals"][0]["clf_weights"] == "0123abcd"  # each score names the classifier's weights
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["paper-s0-00004.png"]
     entry["steps"] = 6  # the same run, had 6 been its length: its end is scored, step 4 is not again
     quality.score_run(entry, run, _Evaluator(), out, lambda: saves.append(1), every=4)
@@ -62,14 +63,20 @@ class _WithClassifier:
     ({"clf_test_accuracy": 0.9006}, False),  # the same seed trained on other CPU kernels
 ])
 def test_runs_scored_with_another_classifier_stop_the_scoring(recorded, same):
-    """fd_clf in two classifiers' features cannot be compared: scoring stops, naming both."""
+    """fd_clf in two classifiers' features cannot be compared: scoring stops, naming both. The
+    weights' digest counts whether a score carries it or its run's protocol_detail does."""
     quality = _quality()
-    data = {"runs": {"paper-s0": {"evals": [{"step": 500, "fd_clf": 11.0, **recorded}]}}}
-    if same:
-        quality.check_features(_WithClassifier(), data)
-    else:
-        with pytest.raises(SystemExit, match=r"weights 0123abcd, test accuracy 0.8995\) is not the one paper-s0 "):
+    quality.check_features(_WithClassifier(), {"runs": {}})  # nothing scored yet: any classifier
+    in_eval = {"runs": {"paper-s0": {"evals": [{"step": 500, "fd_clf": 11.0, **recorded}]}}}
+    scores = {k: v for k, v in recorded.items() if k != "clf_weights"}
+    detail = {"clf_weights": recorded["clf_weights"]} if "clf_weights" in recorded else {}
+    in_run = {"runs": {"paper-s0": {"protocol_detail": detail, "evals": [{"step": 500, "fd_clf": 11.0, **scores}]}}}
+    for data in (in_eval, in_run):
+        if same:
             quality.check_features(_WithClassifier(), data)
+        else:
+            with pytest.raises(SystemExit, match=r"weights 0123abcd, test accuracy 0.8995\) is not the one paper-s0 "):
+                quality.check_features(_WithClassifier(), data)
 
 
 def test_the_report_names_the_machine_of_every_run():
